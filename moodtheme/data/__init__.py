@@ -1,0 +1,1 @@
+"""MTG-Jamendo moodtheme data: split tables, mel-spectrogram datasets, checks, download, synth."""
