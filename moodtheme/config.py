@@ -315,6 +315,12 @@ def _format_validation_error(err: ValidationError) -> str:
 
 def parse_value(text: str) -> Any:
     """Parse an override's right-hand side the way YAML would (``8``, ``1e-4``, ``null``)."""
+    # YAML 1.1 reads "1e-4" as a string; people write learning rates that way.
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -1,0 +1,85 @@
+"""`python -m moodtheme.predict RUN_DIR`: MediaEval submission files from a finished run.
+
+Writes `predictions.npy` (float, tracks x tags), `decisions.npy` (bool, thresholds chosen
+F-optimally per tag on the validation split) and `results.tsv` in the official format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from moodtheme.config import ConfigError, with_overrides
+from moodtheme.data.melspec import MelspecError, make_loader
+from moodtheme.evaluate import (
+    EvaluationError,
+    apply_thresholds,
+    compute_metrics,
+    optimal_thresholds,
+    write_results_tsv,
+)
+from moodtheme.models import build_model
+from moodtheme.train import (
+    TrainingError,
+    kept_predictions,
+    load_run_config,
+    load_tables,
+    make_datasets,
+    pick_device,
+    resolve_data_root,
+)
+
+
+def predict_run(
+    run_dir: Path, data: str | None = None, subset: str = "test", out: Path | None = None
+) -> dict[str, float]:
+    """Predict `subset` with a run's kept weights and write the submission files."""
+    config = load_run_config(run_dir)
+    if data is not None:
+        config = with_overrides(config, {"data.root": data})
+    out = out or run_dir / f"submission-{subset}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    root = resolve_data_root(config)
+    tables = load_tables(config, root)
+    datasets = make_datasets(config, root, tables)
+    wanted = ["validation"] + ([subset] if subset != "validation" else [])
+    loaders = {
+        s: make_loader(datasets[s], config.optim.batch_size, False, config.data.num_workers, 0)
+        for s in wanted
+    }
+    device = pick_device(config.run.device)
+    model = build_model(config.model, config.data.input_frames, config.data.n_mels).to(device)
+    probs, labels = kept_predictions(config, model, run_dir / "checkpoint", loaders, device)
+
+    thresholds = optimal_thresholds(labels["validation"].astype(bool), probs["validation"])
+    decisions = apply_thresholds(probs[subset], thresholds)
+    np.save(out / "predictions.npy", probs[subset].astype(np.float32))
+    np.save(out / "decisions.npy", decisions)
+    metrics = compute_metrics(labels[subset].astype(bool), probs[subset], decisions)
+    write_results_tsv(metrics, out / "results.tsv")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moodtheme.predict", description=__doc__)
+    parser.add_argument("run_dir", type=Path, help="a directory written by moodtheme.train")
+    parser.add_argument("--data", help="melspec root (default: the run's own data)")
+    parser.add_argument("--split", default="test", choices=["validation", "test"])
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/submission-SPLIT)")
+    args = parser.parse_args(argv)
+    try:
+        metrics = predict_run(args.run_dir, args.data, args.split, args.out)
+    except (ConfigError, TrainingError, MelspecError, EvaluationError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, value in metrics.items():
+        print(f"{name}\t{value:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
