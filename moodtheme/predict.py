@@ -18,6 +18,7 @@ from moodtheme.evaluate import (
     EvaluationError,
     apply_thresholds,
     compute_metrics,
+    format_results,
     optimal_thresholds,
     write_results_tsv,
 )
@@ -76,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainingError, MelspecError, EvaluationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for name, value in metrics.items():
-        print(f"{name}\t{value:.6f}")
+    print(format_results(metrics), end="")
     return 0
 
 
