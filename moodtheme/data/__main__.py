@@ -7,7 +7,11 @@ import sys
 
 # command -> (module, function, one-line help). Each function takes argv and returns an exit code.
 COMMANDS = {
-    "labels": ("moodtheme.data.jamendo", "labels_cli", "write the bool label matrix of a split TSV"),
+    "labels": (
+        "moodtheme.data.jamendo",
+        "labels_cli",
+        "write the bool label matrix of a split TSV",
+    ),
     "check": ("moodtheme.data.check", "cli", "validate every melspec file of a split"),
     "download": ("moodtheme.data.download", "cli", "download and verify the official melspecs"),
     "synth": ("moodtheme.data.synth", "cli", "generate the synthetic MTG-Jamendo dataset"),

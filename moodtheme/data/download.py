@@ -1,0 +1,426 @@
+"""Resumable, verified download of the official MTG-Jamendo moodtheme melspec archives.
+
+``python -m moodtheme.data download --to DIR`` fetches ``autotagging_moodtheme_melspecs-NN.tar``
+(NN = 00..99) into ``DIR/NAME.part`` (resumed with HTTP Range after an interruption), checks
+each archive's sha256, unpacks it safely into ``DIR/NN/ID.npy`` and checks each track's sha256.
+A file that fails a check is deleted, never left in place. Verified archives are recorded in
+``DIR/.verified/`` and skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import TextIO
+
+from moodtheme.data.jamendo import RESOURCES
+
+# The fast MTG mirror, the default of the dataset's own download script (scripts/download/
+# download.py, `--from mtg-fast`). The origin server in Spain is slower.
+DEFAULT_BASE_URL = "https://cdn.freesound.org/mtg-jamendo/autotagging_moodtheme/melspecs/"
+ORIGIN_BASE_URL = (
+    "https://essentia.upf.edu/documentation/datasets/mtg-jamendo/autotagging_moodtheme/melspecs/"
+)
+SHA256_TARS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tars.txt"
+SHA256_TRACKS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tracks.txt"
+VERIFIED_DIR = ".verified"
+_CHUNK = 1 << 20
+_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+class DownloadError(RuntimeError):
+    """A download that cannot go on; the message names the archive or URL and what to do."""
+
+
+class Progress:
+    """A single self-overwriting status line on stderr, throttled so it costs nothing."""
+
+    def __init__(
+        self,
+        total: float | None,
+        label: str = "",
+        unit: str = "",
+        done: float = 0.0,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.total = total
+        self.label = label
+        self.unit = unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = self.initial = done  # a resumed download's bytes do not count in the rate
+        self.start = time.monotonic()
+        self._last = 0.0
+        # On a terminal redraw ~10 times a second; in a log, one line every ~10 seconds.
+        self._every = 0.1 if self.stream.isatty() else 10.0
+        self._end = "\r" if self.stream.isatty() else "\n"
+
+    def _fmt(self, value: float) -> str:
+        if self.unit != "B":
+            return f"{value:,.0f}"
+        for prefix in ("", "k", "M", "G"):
+            if value < 1000 or prefix == "G":
+                return f"{value:.1f} {prefix}B"
+            value /= 1000
+        raise AssertionError  # unreachable
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        unit = "" if self.unit == "B" else f" {self.unit}"
+        text = f"{self.label} {self._fmt(self.done)}"
+        if self.total:
+            text += f"/{self._fmt(self.total)}{unit} {100 * self.done / self.total:5.1f}%"
+        else:
+            text += unit
+        return f"{text}  {self._fmt((self.done - self.initial) / elapsed)}{unit}/s"
+
+    def update(self, amount: float, suffix: str = "") -> None:
+        self.done += amount
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self.stream.write(self.line() + suffix + self._end)
+            self.stream.flush()
+
+    def close(self, suffix: str = "") -> None:
+        self.stream.write(self.line() + suffix + "\n")
+        self.stream.flush()
+
+
+def read_sha256_list(path: Path) -> dict[str, str]:
+    """``{name: hex digest}`` from a sha256sum-style file (``DIGEST  NAME`` per line)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise DownloadError(
+            f"{path}: cannot read the sha256 list ({err.strerror or err})"
+        ) from None
+    sums: dict[str, str] = {}
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")  # sha256sum marks binary mode with '*'
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest) or not name:
+            raise DownloadError(
+                f"{path}:{line_no}: expected '<64 hex digits> <name>', got '{line[:90]}'"
+            )
+        sums[name] = digest.lower()
+    if not sums:
+        raise DownloadError(f"{path}: the sha256 list is empty")
+    return sums
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _content_range_start(header: str | None) -> int | None:
+    match = re.match(r"bytes (\d+)-", header or "")
+    return int(match.group(1)) if match else None
+
+
+def fetch(
+    url: str,
+    part: Path,
+    *,
+    retries: int = 3,
+    timeout: float = 60.0,
+    retry_wait: float = 2.0,
+    progress: bool = True,
+) -> None:
+    """Download ``url`` into ``part``, resuming from the bytes already there (HTTP Range).
+
+    A connection that drops early is retried from where it stopped, at most ``retries`` times;
+    the ``.part`` file stays for the next run if every attempt fails. Integrity is the caller's
+    sha256 check: a server that ignores Range restarts the file from zero.
+    """
+    part = Path(part)
+    last_error: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(retry_wait * attempt)
+        have = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if have and (
+                    response.status != 206
+                    or _content_range_start(response.headers.get("Content-Range")) != have
+                ):
+                    have = 0  # the server sent the whole file, not the rest of it
+                length = response.headers.get("Content-Length")
+                expected = int(length) if length is not None else None
+                bar = None
+                if progress:
+                    total = have + expected if expected is not None else None
+                    bar = Progress(total, PurePosixPath(url).name, unit="B", done=have)
+                received = 0
+                try:
+                    with open(part, "ab" if have else "wb") as out:
+                        while chunk := response.read(_CHUNK):
+                            out.write(chunk)
+                            received += len(chunk)
+                            if bar is not None:
+                                bar.update(len(chunk))
+                finally:
+                    if bar is not None:
+                        bar.close()
+                if expected is not None and received < expected:
+                    raise ConnectionError(f"connection closed after {received} of {expected} bytes")
+                return
+        except urllib.error.HTTPError as err:
+            if err.code == 416 and have:
+                return  # nothing left to send: the .part is complete (the sha256 check decides)
+            if err.code < 500 and err.code != 429:
+                raise DownloadError(
+                    f"{url}: HTTP {err.code} {err.reason}; check --base-url "
+                    f"(default {DEFAULT_BASE_URL})"
+                ) from None
+            last_error = err
+        except _NETWORK_ERRORS as err:
+            last_error = err
+    raise DownloadError(
+        f"{url}: download failed after {retries + 1} attempts ({last_error}); "
+        f"run the command again to resume from {part}"
+    )
+
+
+def _archive_key(name: str) -> str | None:
+    match = re.search(r"-(\d+)\.tar$", name)
+    return match.group(1) if match else None
+
+
+def unpack(archive: Path, to: Path, track_sums: dict[str, str]) -> list[str]:
+    """Unpack the regular files of ``archive`` that the sha256 list names; return problems.
+
+    Links, devices, absolute paths and ``..`` are refused, so nothing lands outside ``to``.
+    Each track is written to a temporary name while hashed and only renamed once it matches;
+    a mismatching one is removed, as is any older copy at its place.
+    """
+    to = Path(to)
+    root = to.resolve()
+    problems: list[str] = []
+    seen: set[str] = set()
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as err:
+        raise DownloadError(f"{archive}: not a readable tar archive ({err})") from None
+    with tar:
+        try:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if member.isdir():
+                    continue
+                parts = PurePosixPath(name).parts
+                if name.startswith("/") or ".." in parts or "\\" in name or not parts:
+                    problems.append(f"unsafe path in {archive.name}: {member.name} (skipped)")
+                    continue
+                if not member.isfile():
+                    problems.append(
+                        f"not a regular file in {archive.name}: {member.name} (skipped; links "
+                        "and devices are never unpacked)"
+                    )
+                    continue
+                if name not in track_sums:
+                    problems.append(
+                        f"unexpected file in {archive.name}: {name} (not in the sha256 list, skipped)"
+                    )
+                    continue
+                target = to / name
+                if not target.parent.resolve().is_relative_to(root):
+                    problems.append(f"unsafe path in {archive.name}: {name} leaves {to} (skipped)")
+                    continue
+                seen.add(name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(target.name + ".part")
+                digest = hashlib.sha256()
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file always has data
+                with source, open(tmp, "wb") as out:
+                    while chunk := source.read(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                if digest.hexdigest() == track_sums[name]:
+                    os.replace(tmp, target)
+                else:
+                    tmp.unlink()
+                    target.unlink(missing_ok=True)
+                    problems.append(f"bad track {target}: sha256 mismatch (removed)")
+        except (tarfile.TarError, EOFError) as err:
+            problems.append(f"corrupt archive {archive}: {err}")
+    key = _archive_key(archive.name)
+    if key is not None:
+        for name in sorted(n for n in track_sums if n.split("/")[0] == key and n not in seen):
+            problems.append(f"missing track {to / name}: listed but not in {archive.name}")
+    return problems
+
+
+def _select(names: list[str], wanted: str | None) -> list[str]:
+    if wanted is None:
+        return names
+    by_key = {key: n for n in names if (key := _archive_key(n)) is not None}
+    chosen: list[str] = []
+    for token in (t.strip() for t in wanted.split(",")):
+        low, _, high = token.partition("-")
+        if token in names or not token:
+            keys = [token] if token else []
+        elif low.isdigit() and high.isdigit():
+            keys = [f"{k:0{len(low)}d}" for k in range(int(low), int(high) + 1)]
+        else:
+            keys = [token]
+        for key in keys:
+            if key not in by_key and key not in names:
+                span = f", {min(by_key)}..{max(by_key)}" if by_key else ""
+                raise DownloadError(
+                    f"--archives: no archive '{key}'; the sha256 list has {len(names)} archives{span}"
+                )
+            chosen.append(by_key.get(key, key))
+    return list(dict.fromkeys(chosen))
+
+
+def download(
+    to: Path,
+    base_url: str = DEFAULT_BASE_URL,
+    archives: str | None = None,
+    sha256_tars: Path | None = None,
+    sha256_tracks: Path | None = None,
+    *,
+    keep_archives: bool = False,
+    retries: int = 3,
+    timeout: float = 60.0,
+    retry_wait: float = 2.0,
+    progress: bool = True,
+    log=print,
+) -> list[str]:
+    """Download, verify and unpack the selected archives (``"00,01"`` or ``"00-09"``; None: all).
+
+    Returns the problems (a bad archive or bad tracks); an empty list means every archive is
+    verified and unpacked. A network failure stops the run with DownloadError, keeping the
+    ``.part`` file so that the next run resumes it.
+    """
+    to = Path(to)
+    tar_sums = read_sha256_list(sha256_tars or SHA256_TARS)
+    track_sums = read_sha256_list(sha256_tracks or SHA256_TRACKS)
+    names = _select(list(tar_sums), archives)
+    to.mkdir(parents=True, exist_ok=True)
+    verified = to / VERIFIED_DIR
+    problems: list[str] = []
+    for name in names:
+        expected = tar_sums[name]
+        marker = verified / f"{name}.sha256"
+        if marker.is_file() and marker.read_text().strip() == expected:
+            log(f"{name}: already verified, skipped")
+            continue
+        archive = to / name
+        if archive.exists() and sha256_file(archive) != expected:
+            archive.unlink()  # a stale or damaged copy: fetch it again
+        if not archive.exists():
+            part = to / f"{name}.part"
+            fetch(
+                base_url.rstrip("/") + "/" + name,
+                part,
+                retries=retries,
+                timeout=timeout,
+                retry_wait=retry_wait,
+                progress=progress,
+            )
+            actual = sha256_file(part)
+            if actual != expected:
+                part.unlink()
+                problems.append(
+                    f"bad archive {name}: sha256 {actual} != expected {expected}; the download "
+                    "was deleted, run the command again"
+                )
+                continue
+            os.replace(part, archive)
+        log(f"{name}: sha256 OK, unpacking")
+        archive_problems = unpack(archive, to, track_sums)
+        if archive_problems:
+            problems.extend(archive_problems)
+            continue  # keep the verified archive: the next run unpacks it without downloading
+        verified.mkdir(exist_ok=True)
+        marker.write_text(expected + "\n")
+        if not keep_archives:
+            archive.unlink()
+        log(f"{name}: tracks verified")
+    return problems
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m moodtheme.data download --to DIR``: exit 1 on any bad archive or track."""
+    parser = argparse.ArgumentParser(
+        prog="python -m moodtheme.data download",
+        description="Download, verify and unpack the MTG-Jamendo moodtheme melspec archives "
+        "(about 100 tar files). Interrupted downloads resume; verified archives are skipped "
+        "(delete TO/.verified/NAME.sha256 to redo one).",
+    )
+    parser.add_argument(
+        "--to", type=Path, required=True, help="data root; tracks land in TO/NN/ID.npy"
+    )
+    parser.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help=f"archive directory URL (default: the fast MTG mirror; origin: {ORIGIN_BASE_URL})",
+    )
+    parser.add_argument(
+        "--archives", default=None, help="which archives, e.g. 00,01 or 00-09 (default all)"
+    )
+    parser.add_argument(
+        "--sha256-tars", type=Path, default=None, help="archive sha256 list (default bundled)"
+    )
+    parser.add_argument(
+        "--sha256-tracks", type=Path, default=None, help="track sha256 list (default bundled)"
+    )
+    parser.add_argument(
+        "--keep-archives", action="store_true", help="keep the .tar files after unpacking"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=3, help="retries per archive after a dropped connection"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(argv))
+    try:
+        existing = next(p for p in (args.to, *args.to.absolute().parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        print(f"downloading into {args.to} ({free / 1e9:.0f} GB free) from {args.base_url}")
+        problems = download(
+            args.to,
+            args.base_url,
+            args.archives,
+            args.sha256_tars,
+            args.sha256_tracks,
+            keep_archives=args.keep_archives,
+            retries=args.retries,
+            timeout=args.timeout,
+            progress=not args.quiet,
+        )
+    except DownloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problems; run the command again to retry", file=sys.stderr)
+        return 1
+    print("all archives verified")
+    return 0

@@ -1,0 +1,304 @@
+"""The downloader against a local HTTP server (127.0.0.1 only) serving archives made here."""
+
+import hashlib
+import io
+import re
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moodtheme.data import download as dl
+from moodtheme.data.download import DownloadError, cli, download, read_sha256_list
+
+NAME = "autotagging_moodtheme_melspecs-{}.tar"
+
+
+class Server:
+    """Serves ``files`` with HTTP Range; ``drop_once[name] = n`` cuts the first reply after n bytes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.drop_once: dict[str, int] = {}
+        self.ignore_range = False
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                range_header = self.headers.get("Range")
+                server.requests.append((name, range_header))
+                if name not in server.files:
+                    self.send_error(404)
+                    return
+                data = server.files[name]
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+                if match and not server.ignore_range:
+                    start = int(match.group(1))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                cut = server.drop_once.pop(name, None)
+                self.wfile.write(body if cut is None else body[:cut])
+                if cut is not None:
+                    self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/melspecs/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    with Server() as s:
+        yield s
+
+
+def npy_bytes(seed: int, frames: int = 2000) -> bytes:
+    buffer = io.BytesIO()
+    mel = np.random.default_rng(seed).normal(size=(96, frames)).astype(np.float32)
+    np.save(buffer, mel)
+    return buffer.getvalue()
+
+
+def make_tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in sorted({name.split("/")[0] for name in members if "/" in name}):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Release:
+    """Two archives (00, 01) of real-looking tracks, their sha256 lists, served by ``server``."""
+
+    def __init__(self, tmp_path: Path, server: Server) -> None:
+        self.tracks = {
+            "00/100.npy": npy_bytes(0),
+            "00/200.npy": npy_bytes(1),
+            "01/101.npy": npy_bytes(2),
+        }
+        self.archives = {
+            NAME.format(key): make_tar({k: v for k, v in self.tracks.items() if k.startswith(key)})
+            for key in ("00", "01")
+        }
+        self.tars_list = tmp_path / "tars.txt"
+        self.tracks_list = tmp_path / "tracks.txt"
+        self.write_lists()
+        server.files.update(self.archives)
+        self.server = server
+        self.out = tmp_path / "data"
+
+    def write_lists(self, tracks: dict[str, bytes] | None = None) -> None:
+        self.tars_list.write_text("".join(f"{sha(d)}  {n}\n" for n, d in self.archives.items()))
+        tracks = self.tracks if tracks is None else tracks
+        self.tracks_list.write_text("".join(f"{sha(d)} {n}\n" for n, d in tracks.items()))
+
+    def run(self, archives: str | None = "00,01", **kwargs):
+        kwargs = {"retries": 2, "timeout": 10, "retry_wait": 0, "progress": False, **kwargs}
+        return download(
+            self.out, self.server.url, archives, self.tars_list, self.tracks_list, **kwargs
+        )
+
+    def cli(self, *extra: str) -> int:
+        args = ["--to", str(self.out), "--base-url", self.server.url, "--quiet"]
+        args += ["--sha256-tars", str(self.tars_list), "--sha256-tracks", str(self.tracks_list)]
+        return cli(args + list(extra))
+
+    def assert_tracks_unpacked(self, names=None) -> None:
+        for name in names or self.tracks:
+            assert (self.out / name).read_bytes() == self.tracks[name]
+            assert np.load(self.out / name).shape == (96, 2000)
+
+    def leftovers(self) -> list[str]:
+        return sorted(p.name for p in self.out.rglob("*") if p.suffix in (".part", ".tar"))
+
+
+@pytest.fixture
+def release(tmp_path, server):
+    return Release(tmp_path, server)
+
+
+def test_download_verifies_unpacks_and_skips_verified_archives(release, capsys):
+    assert release.cli("--archives", "00,01") == 0
+    assert "all archives verified" in capsys.readouterr().out
+    release.assert_tracks_unpacked()
+    assert release.leftovers() == []  # archives removed after unpacking by default
+    assert sorted(p.name for p in (release.out / ".verified").iterdir()) == [
+        NAME.format("00") + ".sha256",
+        NAME.format("01") + ".sha256",
+    ]
+    assert [r[1] for r in release.server.requests] == [None, None]
+
+    release.server.requests.clear()
+    assert release.run() == []
+    assert release.server.requests == []  # nothing fetched again
+
+
+def test_dropped_connection_resumes_with_range(release):
+    archive = NAME.format("00")
+    release.server.drop_once[archive] = 3000
+    assert release.run("00", keep_archives=True) == []
+    assert release.server.requests == [(archive, None), (archive, "bytes=3000-")]
+    assert (release.out / archive).read_bytes() == release.archives[archive]
+    release.assert_tracks_unpacked(["00/100.npy", "00/200.npy"])
+
+
+def test_resume_from_an_existing_part_file(release, capsys):
+    archive = NAME.format("01")
+    release.out.mkdir()
+    (release.out / f"{archive}.part").write_bytes(release.archives[archive][:5000])
+    assert release.run("01", progress=True) == []
+    assert release.server.requests == [(archive, "bytes=5000-")]
+    size = len(release.archives[archive]) / 1000
+    bar = capsys.readouterr().err.splitlines()[-1]  # bytes so far / total, percent, rate
+    assert bar.startswith(f"{archive} {size:.1f} kB/{size:.1f} kB 100.0%") and bar.endswith("B/s")
+    release.assert_tracks_unpacked(["01/101.npy"])
+    assert release.leftovers() == []
+
+
+def test_complete_part_file_is_finished_without_refetching(release):
+    archive = NAME.format("01")
+    release.out.mkdir()
+    (release.out / f"{archive}.part").write_bytes(release.archives[archive])
+    assert release.run("01") == []
+    assert release.server.requests == [(archive, f"bytes={len(release.archives[archive])}-")]
+    release.assert_tracks_unpacked(["01/101.npy"])
+
+
+def test_server_ignoring_range_restarts_the_file(release):
+    archive = NAME.format("00")
+    release.out.mkdir()
+    (release.out / f"{archive}.part").write_bytes(b"x" * 700)  # junk that must not survive
+    release.server.ignore_range = True
+    assert release.run("00") == []
+    release.assert_tracks_unpacked(["00/100.npy", "00/200.npy"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_bad_archive_is_deleted_with_a_clear_error(release, capsys, damage):
+    archive = NAME.format("00")
+    data = release.archives[archive]
+    if damage == "truncated":
+        release.server.files[archive] = data[: len(data) // 2]
+    else:
+        release.server.files[archive] = data[:4000] + bytes([data[4000] ^ 0xFF]) + data[4001:]
+    assert release.cli("--archives", "00-01") == 1
+    err = capsys.readouterr().err
+    assert f"bad archive {archive}: sha256" in err and "run the command again" in err
+    assert "Traceback" not in err
+    assert release.leftovers() == []  # neither the .part nor a .tar is left behind
+    assert not (release.out / "00").exists()
+    release.assert_tracks_unpacked(["01/101.npy"])  # the good archive still went through
+
+    release.server.files[archive] = data  # fixed upstream: the next run completes
+    release.server.requests.clear()
+    assert release.cli() == 0  # every listed archive: 01 is skipped as verified
+    assert release.server.requests == [(archive, None)]
+
+
+def test_bad_track_is_removed_and_reported(release):
+    wrong = dict(release.tracks)
+    wrong["00/200.npy"] = b"something else"
+    release.write_lists(wrong)
+    problems = release.run("00")
+    assert len(problems) == 1 and "bad track" in problems[0] and "00/200.npy" in problems[0]
+    assert not (release.out / "00/200.npy").exists()
+    assert not list(release.out.rglob("*.npy.part"))
+    release.assert_tracks_unpacked(["00/100.npy"])
+    assert not (release.out / ".verified" / f"{NAME.format('00')}.sha256").exists()
+    # The verified archive is kept, so fixing the list needs no new download.
+    release.write_lists()
+    release.server.requests.clear()
+    assert release.run("00") == []
+    assert release.server.requests == []
+    release.assert_tracks_unpacked(["00/100.npy", "00/200.npy"])
+
+
+def test_unpack_never_writes_outside_the_target(release, tmp_path):
+    evil = {"00/100.npy": release.tracks["00/100.npy"], "../escape.npy": b"x", "/tmp/abs.npy": b"y"}
+    archive = NAME.format("00")
+    release.archives = {archive: make_tar(evil, links={"00/link.npy": "/etc/passwd"})}
+    release.write_lists({**release.tracks, "../escape.npy": b"x"})
+    release.server.files.update(release.archives)
+    problems = release.run("00")
+    text = "\n".join(problems)
+    assert "unsafe path" in text and "../escape.npy" in text and "/tmp/abs.npy" in text
+    assert "not a regular file" in text and "00/link.npy" in text
+    assert "missing track" in text and "00/200.npy" in text
+    assert not (tmp_path / "escape.npy").exists() and not (release.out / "00/link.npy").exists()
+    release.assert_tracks_unpacked(["00/100.npy"])
+
+
+def test_http_errors_and_bad_arguments_are_one_line(release, capsys):
+    release.archives[NAME.format("02")] = b"never served"
+    release.write_lists()
+    assert release.cli("--archives", "02") == 1
+    err = capsys.readouterr().err
+    assert "HTTP 404" in err and NAME.format("02") in err and "--base-url" in err
+    assert "Traceback" not in err
+    assert release.cli("--archives", "07") == 1
+    assert "no archive '07'" in capsys.readouterr().err
+
+
+def test_network_failure_keeps_the_part_for_the_next_run(release):
+    archive = NAME.format("00")
+    release.server.drop_once[archive] = 2000
+    with pytest.raises(DownloadError, match="resume"):
+        release.run("00", retries=0)
+    assert (release.out / f"{archive}.part").stat().st_size == 2000
+    assert release.run("00") == []
+
+
+def test_sha256_lists_and_bundled_defaults(tmp_path):
+    tars = read_sha256_list(dl.SHA256_TARS)
+    assert len(tars) == 100 and NAME.format("00") in tars and NAME.format("99") in tars
+    tracks = read_sha256_list(dl.SHA256_TRACKS)
+    assert len(tracks) == 18486 and all(re.fullmatch(r"\d\d/\d+\.npy", n) for n in tracks)
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"{'a' * 64}  ok.tar\nnot-a-digest x.tar\n")
+    with pytest.raises(DownloadError, match=r"bad.txt:2: expected"):
+        read_sha256_list(bad)
+    assert dl.DEFAULT_BASE_URL.startswith("https://cdn.freesound.org/mtg-jamendo/")
