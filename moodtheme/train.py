@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from moodtheme.augment import EvalTransform, TrainTransform, mixup
 from moodtheme.config import Config, ConfigError, build_config, config_from_dict
 from moodtheme.data import jamendo
+from moodtheme.data.jamendo import SplitError
 from moodtheme.data.melspec import MelspecDataset, MelspecError, make_loader
 from moodtheme.evaluate import (
     apply_thresholds,
@@ -36,6 +37,7 @@ from moodtheme.evaluate import (
     optimal_thresholds,
 )
 from moodtheme.models import build_model, combined_loss, predict_proba
+from moodtheme.progress import Progress
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
@@ -142,9 +144,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % 2**31
 
 
-def make_optimizer(
-    name: str, params: Any, lr: float, config: Config
-) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Any, lr: float, config: Config) -> torch.optim.Optimizer:
     o = config.optim
     if name == "sgd":
         return torch.optim.SGD(
@@ -334,6 +334,14 @@ def fit(
     tables = load_tables(config, root)
     datasets = make_datasets(config, root, tables)
     workers = config.data.num_workers
+    train_loader = make_loader(
+        datasets["train"],
+        config.optim.batch_size,
+        True,
+        workers,
+        config.run.seed,
+        drop_last=len(datasets["train"]) > config.optim.batch_size,
+    )
     eval_loaders = {
         s: make_loader(datasets[s], config.optim.batch_size, False, workers, config.run.seed)
         for s in ("validation", "test")
@@ -405,14 +413,6 @@ def fit(
 
         torch.manual_seed(epoch_seed(config.run.seed, epoch))
         datasets["train"].set_epoch(epoch)
-        train_loader = make_loader(
-            datasets["train"],
-            config.optim.batch_size,
-            True,
-            workers,
-            epoch_seed(config.run.seed, epoch),
-            drop_last=len(datasets["train"]) > config.optim.batch_size,
-        )
         mix_gen = torch.Generator().manual_seed(epoch_seed(config.run.seed, epoch) + 1)
         started = time.time()
         train_loss = _train_epoch(
@@ -459,7 +459,9 @@ def fit(
 
         patience = config.early_stopping.patience
         if patience is not None and state.epochs_since_best >= patience:
-            log(f"early stop: no improvement of {config.early_stopping.monitor} in {patience} epochs")
+            log(
+                f"early stop: no improvement of {config.early_stopping.monitor} in {patience} epochs"
+            )
             break
 
     final = final_predictions(config, model, ckpt_dir, eval_loaders, device, run_dir)
@@ -482,22 +484,40 @@ def _train_epoch(
     bar = log.bar(len(loader), f"epoch {epoch}")
     for step, (x, y) in enumerate(loader, start=1):
         x, y = mixup(x, y, config.augment.mixup_alpha, mix_gen)
-        x, y = _to_device(x, device, config), y.to(device)
-        with _autocast(device, config):
-            loss = combined_loss(model(x), y)
-        if not torch.isfinite(loss):
+        loss = train_step(model, optimizer, x, y, device, config)
+        if not math.isfinite(loss):
             raise TrainingError(
-                f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; "
+                f"non-finite loss ({loss}) at epoch {epoch}, step {step}; "
                 "lower optim.lr or check the inputs (python -m moodtheme.data check)"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(x)
+        total += loss * len(x)
         count += len(x)
-        bar.update(loss=total / count)
-    bar.close()
+        if bar is not None:
+            bar.update(1, f"  loss {total / count:.4f}")
+    if bar is not None:
+        bar.clear()
     return total / max(count, 1)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    config: Config,
+) -> float:
+    """One optimisation step on a (mixed) batch; returns the loss. Skips the update if the
+    loss is not finite, so the caller can stop with a clear error before weights are spoiled."""
+    x, y = _to_device(x, device, config), y.to(device)
+    with _autocast(device, config):
+        loss = combined_loss(model(x), y)
+    if not torch.isfinite(loss):
+        return float(loss.item())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.item())
 
 
 def _update_per_class(
@@ -585,34 +605,6 @@ def final_predictions(
 # ----------------------------------------------------------------------------- output
 
 
-class _Bar:
-    """A one-line progress bar on stderr; silent when output is not a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.n = total, label, 0
-        self.enabled = enabled and sys.stderr.isatty()
-        self.start = time.time()
-
-    def update(self, **values: float) -> None:
-        self.n += 1
-        if not self.enabled:
-            return
-        width = 24
-        done = int(width * self.n / max(self.total, 1))
-        rate = self.n / max(time.time() - self.start, 1e-9)
-        extra = " ".join(f"{k} {v:.4f}" for k, v in values.items())
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total} "
-            f"{rate:.1f} it/s {extra}"
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-
 class _Logger:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -621,8 +613,8 @@ class _Logger:
         if self.enabled:
             print(message, flush=True)
 
-    def bar(self, total: int, label: str) -> _Bar:
-        return _Bar(total, label, self.enabled)
+    def bar(self, total: int, label: str) -> Progress | None:
+        return Progress(total, label, "batches") if self.enabled else None
 
     def epoch_summary(self, epoch: int, epochs: int, m: dict[str, float], best: bool) -> None:
         self(
@@ -667,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             resume = out / "checkpoint"
         print(f"run directory: {out}")
         result = fit(config, out, resume_from=resume)
-    except (ConfigError, TrainingError, MelspecError) as err:
+    except (ConfigError, TrainingError, MelspecError, SplitError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from moodtheme.data.download import Progress
 from moodtheme.data.jamendo import (
     SUBSETS,
     SplitError,
@@ -22,6 +21,7 @@ from moodtheme.data.jamendo import (
     split_tsv,
 )
 from moodtheme.data.melspec import NON_FINITE, TOO_SHORT, UNREADABLE, MelspecError, open_melspec
+from moodtheme.progress import Progress
 
 # Frames scanned at a time for NaN/inf: bounds memory whatever the track length.
 _SCAN_FRAMES = 8192
