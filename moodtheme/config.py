@@ -131,6 +131,9 @@ class RunConfig(_Section):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA.")
     deterministic: bool = True
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; None keeps torch's default (all cores)."
+    )
     progress: bool = True
 
 
@@ -200,24 +203,24 @@ def _submission2() -> dict[str, Any]:
 
 
 def _quick() -> dict[str, Any]:
-    # A CPU-sized submission 2: same architecture and recipe, a thin backbone, short
-    # segments and a handful of epochs, so the default commands finish in minutes.
+    # A CPU-sized submission 2: the same architecture and recipe with a thin backbone, eight
+    # short segments and a handful of epochs, so a trial costs a CPU-minute or two.
     cfg = _submission2()
     cfg["preset"] = "quick"
-    cfg["data"] = {"input_frames": 512, "num_workers": 0}
+    cfg["data"] = {"input_frames": 256, "num_workers": 0}
     cfg["model"] = {
         "arch": "segments",
         "pretrained": "none",
         "width_mult": 0.25,
         "segments": 8,
-        "segment_frames": 64,
+        "segment_frames": 32,
         "embed_dim": 64,
         "attention": {"heads": 4, "layers": 2, "ff_dim": 128},
     }
     cfg["optim"] = {
         "optimizer": "adam",
         "lr": 1e-3,
-        "batch_size": 16,
+        "batch_size": 8,
         "epochs": 8,
         "switch_epoch": 6,
         "sgd_lr": 1e-3,

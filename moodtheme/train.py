@@ -354,6 +354,10 @@ def fit(
 
     # -- model and optimiser
     device = pick_device(config.run.device)
+    if config.run.threads is not None:
+        # Oversubscribed OpenMP threads spin against each other: with several trials per
+        # machine each one must stay within its CPU share, or all of them crawl.
+        torch.set_num_threads(config.run.threads)
     if config.run.deterministic and device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config.model, config.data.input_frames, config.data.n_mels).to(device)

@@ -153,7 +153,7 @@ def test_heads_layers_segments_dropout_configurable():
         model__attention__layers=3,
         model__attention__ff_dim=32,
         model__segments=4,
-        model__segment_frames=128,
+        model__segment_frames=64,
         model__dropout=0.5,
     )
     layers = list(model.attention.encoder)
@@ -174,10 +174,10 @@ def test_heads_layers_segments_dropout_configurable():
 
 def test_segment_count_must_tile_the_input():
     cfg = build_config("quick", {"model.pretrained": "none"})
-    with pytest.raises(ConfigError, match=r"model\.segments \* model\.segment_frames = 8 \* 64"):
+    with pytest.raises(ConfigError, match=r"model\.segments \* model\.segment_frames = 8 \* 32"):
         build_model(cfg.model, input_frames=1000)
     model, cfg = make("quick")
-    with pytest.raises(ValueError, match=r"\[B, 1, n_mels, 512\], got \[2, 1, 96, 500\]"):
+    with pytest.raises(ValueError, match=r"\[B, 1, n_mels, 256\], got \[2, 1, 96, 500\]"):
         model(torch.zeros(2, 1, 96, 500))
 
 
@@ -196,7 +196,7 @@ def test_attention_head_sees_segment_order_and_segment_head_does_not():
         out, out_swapped = model(x), model(swapped)
         assert (out["segment"] - model(x.flip(-1))["segment"]).abs().max() > 1e-3
         assert torch.allclose(out["segment"], out_swapped["segment"], atol=1e-5)
-        assert (out["attention"] - out_swapped["attention"]).abs().max() > 1e-3
+        assert (out["attention"] - out_swapped["attention"]).abs().max() > 1e-4
 
         # The positional encoding is what makes the order matter.
         model.attention.positions.table.zero_()

@@ -1,0 +1,21 @@
+"""Shared fixtures. Synthetic datasets are cached under .cache/ in the repo, so every test
+module, subprocess and Ray worker of a run (and later runs) reuse the same files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+os.environ.setdefault("MOODTHEME_CACHE", str(REPO / ".cache" / "moodtheme"))
+
+
+@pytest.fixture(scope="session")
+def small_synth() -> Path:
+    """A small synthetic MTG-Jamendo (real format, planted effects), shared by the session."""
+    from moodtheme.data.synth import cached_dataset
+
+    return cached_dataset(tracks=600)
