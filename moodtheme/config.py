@@ -31,7 +31,8 @@ class DataConfig(_Section):
     )
     split: int = Field(0, ge=0, le=4, description="MTG-Jamendo split; 0 is the MediaEval split.")
     splits_dir: str | None = Field(
-        None, description="Directory with the split TSVs; None uses ROOT's TSVs or the bundled ones."
+        None,
+        description="Directory with the split TSVs; None uses ROOT's TSVs or the bundled ones.",
     )
     input_frames: int = Field(4096, ge=16, description="Frames fed to the model per example.")
     n_mels: int = Field(96, ge=8)
@@ -79,7 +80,9 @@ class ModelConfig(_Section):
 
 
 class AugmentConfig(_Section):
-    wrap_pad_p: float = Field(0.5, ge=0.0, le=1.0, description="Wrap-pad probability, else constant.")
+    wrap_pad_p: float = Field(
+        0.5, ge=0.0, le=1.0, description="Wrap-pad probability, else constant."
+    )
     random_crop: bool = True
     resized_crop_p: float = Field(0.33, ge=0.0, le=1.0)
     resized_crop_scale: tuple[float, float] = (0.8, 1.0)
@@ -196,8 +199,19 @@ def _submission2() -> dict[str, Any]:
     return {
         "preset": "submission2",
         "data": {"input_frames": 4096},
-        "model": {"arch": "segments", "pretrained": "imagenet", "segments": 16, "segment_frames": 256},
-        "optim": {"optimizer": "adam", "lr": 1e-4, "batch_size": 8, "epochs": 120, "switch_epoch": 60},
+        "model": {
+            "arch": "segments",
+            "pretrained": "imagenet",
+            "segments": 16,
+            "segment_frames": 256,
+        },
+        "optim": {
+            "optimizer": "adam",
+            "lr": 1e-4,
+            "batch_size": 8,
+            "epochs": 120,
+            "switch_epoch": 60,
+        },
         "early_stopping": {"mode": "joint", "monitor": "roc_auc_macro", "patience": None},
     }
 
@@ -335,7 +349,9 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. optim.lr=1e-3)")
+            raise ConfigError(
+                f"override '{item}' is not of the form key=value (e.g. optim.lr=1e-3)"
+            )
         key, value = item.split("=", 1)
         out[key.strip()] = parse_value(value.strip())
     return out

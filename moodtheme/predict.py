@@ -17,7 +17,6 @@ from moodtheme.data.melspec import MelspecError, make_loader
 from moodtheme.evaluate import (
     EvaluationError,
     apply_thresholds,
-    compute_metrics,
     format_results,
     optimal_thresholds,
     write_results_tsv,
@@ -31,6 +30,7 @@ from moodtheme.train import (
     make_datasets,
     pick_device,
     resolve_data_root,
+    score_split,
 )
 
 
@@ -60,7 +60,7 @@ def predict_run(
     decisions = apply_thresholds(probs[subset], thresholds)
     np.save(out / "predictions.npy", probs[subset].astype(np.float32))
     np.save(out / "decisions.npy", decisions)
-    metrics = compute_metrics(labels[subset].astype(bool), probs[subset], decisions)
+    metrics = score_split(labels[subset].astype(bool), probs[subset], decisions)
     write_results_tsv(metrics, out / "results.tsv")
     return metrics
 

@@ -577,6 +577,16 @@ def kept_predictions(
     return probs, labels
 
 
+def score_split(
+    groundtruth: np.ndarray, predictions: np.ndarray, decisions: np.ndarray
+) -> dict[str, float]:
+    """Official metrics; on a split too small for every tag to occur (smoke runs), the AUCs
+    over the tags that do, since the official macro scores are undefined there."""
+    if groundtruth.any(axis=0).all():
+        return compute_metrics(groundtruth, predictions, decisions)
+    return auc_metrics(groundtruth, predictions)
+
+
 def final_predictions(
     config: Config,
     model: torch.nn.Module,
@@ -595,11 +605,9 @@ def final_predictions(
     thresholds = optimal_thresholds(labels["validation"].astype(bool), probs["validation"])
     np.save(out_dir / "thresholds.npy", thresholds)
     for s, prefix in (("validation", "val"), ("test", "test")):
-        decisions = apply_thresholds(probs[s], thresholds)
-        y = labels[s].astype(bool)
-        metrics = auc_metrics(y, probs[s])
-        if y.any(axis=0).all():
-            metrics = compute_metrics(y, probs[s], decisions)
+        metrics = score_split(
+            labels[s].astype(bool), probs[s], apply_thresholds(probs[s], thresholds)
+        )
         for name, value in metrics.items():
             final[f"{prefix}_{name.lower().replace('-', '_')}"] = float(value)
     (out_dir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
