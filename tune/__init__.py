@@ -1,0 +1,1 @@
+"""Distributed hyperparameter search for moodtheme: Ray Tune + Optuna + MLflow (docs/tune.md)."""

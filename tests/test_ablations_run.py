@@ -1,0 +1,120 @@
+"""The suite end to end through Ray Tune, at a toy budget: interruption, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pandas as pd
+import pytest
+from ray import tune as ray_tune
+
+from ablations import run
+from ablations.report import FAILED, OK, UNFINISHED
+from ablations.suite import ABLATIONS, Ablation
+from tune.search import RunOptions
+
+pytestmark = pytest.mark.slow
+
+TOY = {
+    "optim.epochs": 1,
+    "optim.switch_epoch": None,
+    "data.limit_tracks": 40,
+    "optim.batch_size": 8,
+}
+
+
+class InterruptAfterFirstTrial(ray_tune.Callback):
+    """Ctrl-C, as a user would press it, once the first trial has completed.
+
+    Tune pickles its callbacks with the experiment and restores them on resume, so whether
+    it already fired is kept in a file, not in the object.
+    """
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupted_suite_resumes_and_reports_a_failed_variant(small_synth, tmp_path, monkeypatch):
+    # A variant whose every trial fails inside the trainer (its split folder does not exist),
+    # while its config and model are fine, so only training can find out.
+    broken = Ablation(
+        "broken-splits",
+        component="split files",
+        change="reads the splits from a folder that does not exist",
+        reference="submission2",
+        variant={"data.splits_dir": str(tmp_path / "no-such-splits")},
+    )
+    monkeypatch.setitem(ABLATIONS, broken.name, broken)
+    settings = run.SuiteSettings(
+        names=["mixup", broken.name], seeds=2, data=str(small_synth), overrides=TOY, n_boot=200
+    )
+    results = tmp_path / "results"
+
+    def options(resume: bool, callbacks: list) -> RunOptions:
+        return RunOptions(
+            name="toy",
+            storage=str(results),
+            resume=resume,
+            mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            max_failures=0,
+            verbose=0,
+            extra_callbacks=callbacks,
+        )
+
+    first = run.run_suite(
+        settings,
+        options(False, [InterruptAfterFirstTrial(tmp_path / "interrupted")]),
+        results,
+        log=lambda m: None,
+    )
+    assert first.interrupted
+    states = {(t.arm, t.seed): t.status for t in first.trials}
+    assert OK in states.values() and UNFINISHED in states.values()
+    run_dir = results / "toy"
+    assert "INTERRUPTED" in (run_dir / "report.md").read_text()
+    finished = {
+        (t.arm, t.seed): (t.run_dir / "final_metrics.json").stat().st_mtime_ns
+        for t in first.trials
+        if t.status == OK
+    }
+
+    # --resume takes the settings from plan.json, not from the command line.
+    again = run.run_suite(
+        run.SuiteSettings(names=[]), options(True, []), results, log=lambda m: None
+    )
+    assert not again.interrupted
+    for t in again.trials:  # what had finished was not trained again
+        if (t.arm, t.seed) in finished:
+            assert (t.run_dir / "final_metrics.json").stat().st_mtime_ns == finished[
+                (t.arm, t.seed)
+            ]
+
+    effects = {e.name: e for e in again.effects}
+    assert effects["mixup"].status == OK and effects["mixup"].seeds == [0, 1]
+    assert effects[broken.name].status == FAILED
+    assert "every variant trial (broken-splits) failed" in effects[broken.name].reason
+    assert "no-such-splits" in effects[broken.name].reason
+
+    table = pd.read_csv(run_dir / "results.csv")
+    assert len(table) == 6
+    assert dict(table.groupby("arm").status.agg(lambda s: set(s))) == {
+        "submission2": {"ok"},
+        "mixup": {"ok"},
+        "broken-splits": {"failed"},
+    }
+    report = (run_dir / "report.md").read_text()
+    assert "INTERRUPTED" not in report
+    assert "**failed:** every variant trial (broken-splits) failed" in report
+    assert "of mixup" in report or "mixup helps" in report or "mixup hurts" in report
+    assert (run_dir / "effects.png").is_file() and (run_dir / "per_tag_heatmap.png").is_file()
+    assert json.loads((run_dir / run.PLAN_FILE).read_text())["settings"]["names"] == [
+        "mixup",
+        broken.name,
+    ]

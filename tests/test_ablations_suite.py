@@ -1,0 +1,163 @@
+"""The suite's declarations and how a selection becomes arms and paired trials."""
+
+from __future__ import annotations
+
+import pytest
+
+from ablations.suite import (
+    ABLATIONS,
+    REFERENCES,
+    SuiteError,
+    config_key,
+    describe,
+    plan_suite,
+    reference_config,
+    select,
+)
+from moodtheme.config import ConfigError
+from moodtheme.models import BACKBONES
+
+ISSUE_COMPONENTS = {
+    "self-attention",
+    "mixup",
+    "specaugment",
+    "random-crop",
+    "per-class-early-stopping",
+    "backbone",
+    "optimizer-switch",
+    "imagenet-pretraining",
+}
+
+
+def test_the_suite_has_the_eight_ablations_of_the_issue():
+    assert set(ABLATIONS) == ISSUE_COMPONENTS
+    for a in ABLATIONS.values():
+        assert a.reference in REFERENCES and a.change and a.component
+
+
+def test_select_expands_all_and_keeps_suite_order():
+    assert [a.name for a in select(["all"])] == list(ABLATIONS)
+    assert [a.name for a in select(["mixup", "self-attention"])] == ["self-attention", "mixup"]
+
+
+@pytest.mark.parametrize("names", [["attention"], ["mixup", "Mixup"], []])
+def test_malformed_names_list_the_valid_ones(names):
+    with pytest.raises(SuiteError) as err:
+        select(names)
+    message = str(err.value)
+    assert "Valid names: all" in message
+    for name in ABLATIONS:
+        assert name in message
+
+
+def test_list_shows_every_ablation_with_its_overrides():
+    text = describe("quick")
+    for a in ABLATIONS.values():
+        assert a.name in text
+    assert "model.attention.enabled=false" in text
+    variant_lines = [line for line in text.splitlines() if "variant:" in line]
+    assert any("resnext_tiny_shallow" in line for line in variant_lines)
+    assert not any("resnext50_32x4d" in line for line in variant_lines)
+    assert any(
+        "resnext50_32x4d" in line for line in describe("full").splitlines() if "variant:" in line
+    )
+
+
+def changed_keys(a, b):
+    fa, fb = a.flat(), b.flat()
+    return {k for k in fa if fa[k] != fb[k]} - {"preset"}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("self-attention", {"model.attention.enabled"}),
+        ("mixup", {"augment.mixup_alpha"}),
+        ("specaugment", {"augment.specaugment_p"}),
+        ("random-crop", {"augment.random_crop", "augment.resized_crop_p"}),
+        ("per-class-early-stopping", {"early_stopping.mode"}),
+        ("backbone", {"model.backbone", "model.width_mult"}),
+        ("optimizer-switch", {"optim.switch_epoch"}),
+    ],
+)
+def test_each_variant_changes_only_its_component(name, expected):
+    plan = plan_suite(select([name]), "quick", seeds=2)
+    (c,) = plan.comparisons
+    assert c.skipped is None
+    ref, var = plan.arms[c.reference].config, plan.arms[c.variant].config
+    assert changed_keys(ref, var) == expected
+
+
+def test_the_quick_backbone_variant_is_a_registered_shallow_resnext():
+    plan = plan_suite(select(["backbone"]), "quick", seeds=1)
+    backbone = plan.arms[plan.comparisons[0].variant].config.model.backbone
+    assert backbone in BACKBONES and "resnext" in backbone and "shallow" in backbone
+    full = plan_suite(select(["backbone"]), "full", seeds=1)
+    assert full.arms[full.comparisons[0].variant].config.model.backbone == "resnext50_32x4d"
+
+
+def test_per_class_early_stopping_runs_on_the_submission1_recipe():
+    plan = plan_suite(select(["per-class-early-stopping"]), "quick", seeds=1)
+    c = plan.comparisons[0]
+    ref = plan.arms[c.reference].config
+    assert c.reference == "submission1"
+    assert ref.model.arch == "whole" and not ref.model.attention.enabled
+    assert ref.optim.optimizer == "amsgrad" and ref.optim.switch_epoch is None
+    assert ref.optim.scheduler == "plateau" and ref.early_stopping.monitor == "val_loss"
+    assert ref.early_stopping.mode == "per_class"
+    assert (
+        ref.data.input_frames
+        == reference_config(REFERENCES["submission2"], "quick", {}).data.input_frames
+    )
+    full = plan_suite(select(["per-class-early-stopping"]), "full", seeds=1, probe=lambda c: None)
+    assert full.arms["submission1"].config.preset == "submission1"
+
+
+def test_a_subset_always_runs_with_its_reference_and_paired_seeds():
+    plan = plan_suite(select(["mixup"]), "quick", seeds=3)
+    assert plan.trials() == [(arm, s) for arm in ("submission2", "mixup") for s in (0, 1, 2)]
+    assert plan.trial_config("mixup", 2).run.seed == 2
+    assert plan.trial_config("submission2", 2).run.seed == 2
+
+
+def test_shared_references_are_trained_once():
+    plan = plan_suite(select(["all"]), "quick", seeds=2, probe=lambda c: None)
+    uses = plan.arms["submission2"].roles
+    assert {"self-attention:reference", "mixup:reference", "backbone:reference"} <= set(uses)
+    keys = [config_key(a.config) for a in plan.arms.values()]
+    assert len(keys) == len(set(keys))
+    # Same config, different seed: same arm key; different component: different key.
+    assert config_key(plan.trial_config("mixup", 0)) == config_key(plan.trial_config("mixup", 1))
+
+
+def test_probe_failures_skip_only_the_ablations_that_need_that_config():
+    def no_imagenet(config):
+        return "no ImageNet weights offline" if config.model.pretrained == "imagenet" else None
+
+    plan = plan_suite(select(["all"]), "quick", seeds=1, probe=no_imagenet)
+    skipped = {c.ablation.name: c.skipped for c in plan.comparisons if c.skipped}
+    assert skipped == {"imagenet-pretraining": "no ImageNet weights offline"}
+    assert all(c.reference and c.variant for c in plan.comparisons if not c.skipped)
+    assert not any(a.config.model.pretrained == "imagenet" for a in plan.arms.values())
+
+
+def test_base_overrides_reach_every_arm_and_no_op_variants_are_skipped():
+    plan = plan_suite(
+        select(["self-attention", "mixup"]),
+        "quick",
+        seeds=1,
+        base={"data.root": "/data/x", "augment.mixup_alpha": 0.0},
+    )
+    assert all(a.config.data.root == "/data/x" for a in plan.arms.values())
+    mixup = plan.comparisons[1]
+    assert mixup.skipped and "changes nothing" in mixup.skipped
+    assert set(plan.arms) == {"submission2", "self-attention"}
+
+
+def test_invalid_settings_and_seed_counts_are_reported():
+    with pytest.raises(SuiteError, match="seeds"):
+        plan_suite(select(["mixup"]), "quick", seeds=0)
+    with pytest.raises(SuiteError, match="budget"):
+        plan_suite(select(["mixup"]), "huge", seeds=1)
+    with pytest.raises(ConfigError, match="optim.switch_epoch"):
+        plan_suite(select(["optimizer-switch"]), "quick", seeds=1, base={"optim.epochs": 1})

@@ -1,0 +1,115 @@
+"""MLflow tracking against a local sqlite store: one child per trial, states, reconciliation."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pandas as pd
+import pytest
+
+from tune.ray_adapter import TrialRecord
+from tune.search import reconcile_children
+from tune.tracking import STATE_TAG, Tracker, TrackingError, resolve_uri
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # Creating a sqlite store runs MLflow's migrations (seconds): one store per module.
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture()
+def tracker(store, request):
+    return Tracker(store, request.node.name)
+
+
+def _record(trial_id: str, state: str) -> TrialRecord:
+    return TrialRecord(
+        trial_id=trial_id,
+        name=f"trial_{trial_id}",
+        state=state,
+        config={"optim.lr": 0.01},
+        last={},
+        history=pd.DataFrame(),
+        checkpoint=None,
+        error=None,
+        path="",
+    )
+
+
+def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_uri(None) == "http://127.0.0.1:5000"
+    assert resolve_uri("sqlite:///x/m.db") == f"sqlite:///{tmp_path / 'x' / 'm.db'}"
+
+
+def test_child_run_is_found_again_not_duplicated(tracker):
+    parent = tracker.start_parent("search", {"space": "smoke"})
+    params = {f"p{i}": i for i in range(150)}  # more than one MLflow batch
+    first = tracker.child_run(parent, "abc", "trial_abc", params)
+    tracker.log_metrics(first, {"val_pr_auc_macro": 0.5, "epoch": 1}, step=1)
+    # a retried trial that lost its checkpoint asks again: same run, no second child
+    again = tracker.child_run(parent, "abc", "trial_abc", params)
+    assert again == first
+    other = tracker.child_run(parent, "xyz", "trial_xyz", {"p0": 0})
+    children = tracker.children(parent)
+    assert sorted(r.info.run_id for r in children) == sorted([first, other])
+    run = tracker.client.get_run(first)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert len(run.data.params) == 150
+    history = tracker.client.get_metric_history(first, "val_pr_auc_macro")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5)]
+
+
+def test_states_end_runs(tracker):
+    parent = tracker.start_parent("search", {})
+    expected = {"completed": "FINISHED", "stopped_early": "FINISHED", "errored": "FAILED"}
+    for state, status in expected.items():
+        run_id = tracker.child_run(parent, state, state, {})
+        tracker.finish(run_id, state)
+        run = tracker.client.get_run(run_id)
+        assert run.data.tags[STATE_TAG] == state and run.info.status == status
+    with pytest.raises(ValueError):
+        tracker.finish(run_id, "paused")
+
+
+def test_reconcile_adds_missing_children_and_fixes_states(tracker):
+    parent = tracker.start_parent("search", {})
+    kept = tracker.child_run(parent, "t1", "trial_t1", {"optim.lr": 0.01})
+    records = [
+        _record("t1", "stopped_early"),
+        _record("t2", "errored"),
+        _record("t3", "unfinished"),
+    ]
+    reconcile_children(tracker, parent, records)
+    reconcile_children(tracker, parent, records)  # idempotent
+    children = {r.data.tags["tune_trial_id"]: r for r in tracker.children(parent)}
+    assert sorted(children) == ["t1", "t2", "t3"]
+    assert children["t1"].info.run_id == kept
+    assert children["t1"].data.tags[STATE_TAG] == "stopped_early"
+    assert children["t2"].data.tags[STATE_TAG] == "errored"
+    assert STATE_TAG not in children["t3"].data.tags  # still running: a resume ends it
+
+
+def test_tracker_pickles_without_its_client(tracker):
+    import pickle
+
+    tracker.experiment_id()
+    copy = pickle.loads(pickle.dumps(tracker))
+    assert copy.uri == tracker.uri and copy._client is None
+    assert copy.experiment_id() == tracker.experiment_id()
+
+
+def test_unreachable_server_fails_fast_with_clear_message():
+    with socket.socket() as s:  # a free port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tracker = Tracker(f"http://127.0.0.1:{port}", "nowhere")
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port} is not reachable.*--mlflow-uri"):
+        tracker.check_reachable(timeout_s=2)
+    assert time.monotonic() - started < 30

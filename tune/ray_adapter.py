@@ -1,0 +1,438 @@
+"""Every Ray call of the project, in one place, so a Ray API change touches one file.
+
+Uses the current ``ray.tune`` API only: ``tune.report``, ``tune.get_checkpoint``,
+``tune.get_context``, ``tune.Tuner``/``Tuner.restore``, ``tune.RunConfig``,
+``tune.FailureConfig``, ``tune.CheckpointConfig``; Optuna through ``OptunaSearch`` with an
+RDB storage, ASHA through ``ASHAScheduler``.
+
+Inside a trial (worker side): :func:`report`, :func:`restore_checkpoint`, :func:`trial_dir`,
+:func:`trial_id`, :func:`trial_name`, :func:`placement`.
+
+On the driver: :func:`connect` / :func:`disconnect`, :func:`node_resources`,
+:func:`run_job` (a :class:`TuneJob`: an Optuna+ASHA search or a fixed list of trial configs,
+fresh or resumed) returning one :class:`TrialRecord` per trial, and :func:`fetch_checkpoint`.
+`tune.search` builds jobs; the ablation suite should go through `tune.search.run_trials`
+rather than through this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from tune.tracking import Tracker
+
+# Trial result fields that are bookkeeping, not metrics.
+INFO_FIELDS = ("node_id", "gpu_ids", "mlflow_run_id", "restored_from_epoch", "trial_name")
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run the search; the message says what to change."""
+
+
+# ----------------------------------------------------------------------------- cluster
+
+
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+) -> bool:
+    """Join the cluster at ``address`` ('auto' or host:port), else start Ray locally.
+
+    Returns whether this call started Ray (and so should stop it). An already initialised
+    Ray session (tests share one per module) is reused as it is.
+    """
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address is None:
+        # "local" always starts a fresh instance: a bare ray.init() would join whatever
+        # cluster last ran on this machine, or hang on one that died.
+        address = "local"
+        kwargs.update(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as err:
+        raise ClusterError(
+            f"cannot join the Ray cluster at {address} ({err}); start it with "
+            "'ray start --head' or drop --address to run locally"
+        ) from None
+    return True
+
+
+def disconnect() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def node_resources() -> list[dict[str, float]]:
+    """Total resources of every alive node (CPU, GPU, memory, custom)."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def fits_somewhere(request: Mapping[str, float], nodes: Sequence[Mapping[str, float]]) -> bool:
+    """Whether one node alone can host a trial asking for ``request`` (Ray places a trial's
+    resources on a single node)."""
+    return any(
+        all(node.get(key, 0.0) + 1e-9 >= amount for key, amount in request.items() if amount > 0)
+        for node in nodes
+    )
+
+
+def node_request(resources: Mapping[str, float]) -> dict[str, float]:
+    """A trial's ``{"cpu": 1, "gpu": 0.5}`` in the node resource names (``CPU``, ``GPU``)."""
+    return {key.upper() if key in ("cpu", "gpu") else key: v for key, v in resources.items()}
+
+
+def describe_nodes(nodes: Sequence[Mapping[str, float]]) -> str:
+    def one(n: Mapping[str, float]) -> str:
+        return f"{n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU"
+
+    return f"{len(nodes)} node(s): " + "; ".join(one(n) for n in nodes)
+
+
+# ----------------------------------------------------------------------------- in a trial
+
+
+def report(metrics: Mapping[str, Any], checkpoint_dir: Path | None = None) -> None:
+    """Report one epoch to Tune; the checkpoint directory is copied to the run's storage."""
+    checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+    tune.report(dict(metrics), checkpoint=checkpoint)
+
+
+def restore_checkpoint(dest: Path) -> Path | None:
+    """Copy the trial's latest Tune checkpoint (a retry or a resume) to ``dest``; None on a
+    fresh start."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.to_directory(str(dest))
+    return dest
+
+
+def quiet_trial_logs() -> None:
+    """Ray logs every persisted checkpoint at INFO; the trial table says enough."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+
+
+def trial_dir() -> Path:
+    path = Path(tune.get_context().get_trial_dir())
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def trial_id() -> str:
+    return tune.get_context().get_trial_id()
+
+
+def trial_name() -> str:
+    return tune.get_context().get_trial_name()
+
+
+def placement() -> dict[str, str]:
+    """Where this trial runs: the Ray node id and the GPU ids Ray assigned to it."""
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+    }
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class OptunaPlan:
+    """An Optuna search: a define-by-run function and a study persisted in an RDB store."""
+
+    define_by_run: Callable[[Any], dict[str, Any] | None]
+    sampler: Any
+    study_url: str
+    study_name: str
+    num_samples: int
+
+
+@dataclass
+class AshaPlan:
+    max_t: int
+    grace_period: int
+    reduction_factor: float
+
+
+@dataclass
+class TuneJob:
+    """One Tune experiment. Exactly one of ``optuna`` and ``grid`` is set."""
+
+    name: str
+    storage: str
+    trainable: Callable[..., None]
+    context: Any
+    resources: Mapping[str, float]
+    metric: str
+    mode: str
+    max_concurrent_trials: int
+    optuna: OptunaPlan | None = None
+    grid: Sequence[Mapping[str, Any]] | None = None
+    asha: AshaPlan | None = None
+    max_failures: int = 3
+    keep_checkpoints: int = 2
+    tracker: Tracker | None = None
+    parent_run_id: str | None = None
+    verbose: int = 1
+    check_every_s: float = 5.0
+    extra_callbacks: list[Any] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+
+@dataclass
+class TrialRecord:
+    """How one trial ended, read back from Tune's results."""
+
+    trial_id: str
+    name: str
+    state: str  # completed, stopped_early or errored
+    config: dict[str, Any]
+    last: dict[str, Any]
+    history: pd.DataFrame
+    checkpoint: str | None
+    error: str | None
+    path: str
+
+
+def can_resume(experiment_path: str) -> bool:
+    """Whether Tune left a restorable experiment state at this path or URI."""
+    return tune.Tuner.can_restore(experiment_path)
+
+
+def run_job(job: TuneJob, resume: bool = False) -> tuple[list[TrialRecord], bool]:
+    """Run (or resume) the job to the end. Returns the trials and whether it was interrupted
+    (Ctrl-C): Tune then saves its state, and ``resume=True`` carries on."""
+    trainable = tune.with_resources(
+        tune.with_parameters(job.trainable, context=job.context), dict(job.resources)
+    )
+    if resume:
+        tuner = tune.Tuner.restore(
+            job.path, trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(job),
+            tune_config=_tune_config(job),
+            run_config=_run_config(job),
+        )
+    # Keeping a few checkpoints per trial forces frequent experiment snapshots; that is the
+    # intended trade-off, not a problem to warn about at every epoch.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    grid = tuner.fit()
+    records = [_record(result) for result in grid]
+    interrupted = any(r.state == "unfinished" for r in records)
+    return records, interrupted
+
+
+def _param_space(job: TuneJob) -> dict[str, Any]:
+    if job.grid is not None:
+        return {"trial": tune.grid_search([dict(t) for t in job.grid])}
+    return {}
+
+
+def _tune_config(job: TuneJob) -> tune.TuneConfig:
+    searcher = None
+    num_samples = 1
+    if job.optuna is not None:
+        import optuna
+
+        # One study in sqlite beside the results: a resumed search keeps its sampler's
+        # history, and optuna-dashboard can open it while the search runs.
+        storage = optuna.storages.RDBStorage(job.optuna.study_url)
+        searcher = OptunaSearch(
+            space=job.optuna.define_by_run,
+            metric=job.metric,
+            mode=job.mode,
+            sampler=job.optuna.sampler,
+            study_name=job.optuna.study_name,
+            storage=storage,
+        )
+        num_samples = job.optuna.num_samples
+    if job.asha is not None:
+        # time_attr is the epoch the trial reports, not Tune's own iteration counter, so a
+        # repeated report (the final one) cannot move a trial up a rung.
+        scheduler: Any = ASHAScheduler(
+            time_attr="epoch",
+            max_t=job.asha.max_t,
+            grace_period=job.asha.grace_period,
+            reduction_factor=job.asha.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    return tune.TuneConfig(
+        metric=job.metric,
+        mode=job.mode,
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=num_samples,
+        max_concurrent_trials=job.max_concurrent_trials,
+        trial_name_creator=_trial_name,
+        trial_dirname_creator=_trial_name,
+        # A new trial reuses a finished trial's worker process: importing torch and the
+        # trainer costs more than a quick trial's training.
+        reuse_actors=True,
+    )
+
+
+def _trial_name(trial: Any) -> str:
+    spec = trial.config.get("trial") if isinstance(trial.config, Mapping) else None
+    if isinstance(spec, Mapping) and "name" in spec:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(spec["name"]))
+        return f"{safe}_{trial.trial_id}"
+    return f"trial_{trial.trial_id}"
+
+
+def _run_config(job: TuneJob) -> tune.RunConfig:
+    callbacks: list[Any] = [FeasibilityWatchdog(dict(job.resources), job.check_every_s)]
+    if job.tracker is not None and job.parent_run_id is not None:
+        callbacks.append(TrialStateCallback(job.tracker, job.parent_run_id))
+    callbacks.extend(job.extra_callbacks)
+    return tune.RunConfig(
+        name=job.name,
+        storage_path=job.storage,
+        failure_config=tune.FailureConfig(max_failures=job.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=job.keep_checkpoints),
+        callbacks=callbacks,
+        verbose=job.verbose,
+    )
+
+
+def trial_state(last: Mapping[str, Any], error: Any) -> str:
+    """completed (trained to the end), stopped_early (by ASHA), errored, or unfinished (the
+    search was interrupted before the trial ended)."""
+    if error is not None:
+        return "errored"
+    if last.get("fit_finished"):
+        return "completed"
+    if last.get("done"):
+        return "stopped_early"
+    return "unfinished"
+
+
+def _record(result: Any) -> TrialRecord:
+    last = dict(result.metrics or {})
+    config = dict(result.config or {})
+    history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+    spec = config.get("trial")
+    name = (
+        spec["name"]
+        if isinstance(spec, Mapping)
+        else str(last.get("trial_name") or Path(result.path).name)
+    )
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    if result.checkpoint is not None and not _is_local(result.checkpoint):
+        checkpoint = f"{result.checkpoint.filesystem.type_name}://{result.checkpoint.path}"
+    error = None if result.error is None else _first_line(result.error)
+    return TrialRecord(
+        trial_id=str(last.get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1]),
+        name=name,
+        state=trial_state(last, result.error),
+        config=config,
+        last=last,
+        history=history,
+        checkpoint=checkpoint,
+        error=error,
+        path=result.path,
+    )
+
+
+def _is_local(checkpoint: Any) -> bool:
+    return checkpoint.filesystem.type_name == "local"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    # Ray wraps the trial's exception; its own message is the last line.
+    return (lines[-1] if lines else type(error).__name__)[:500]
+
+
+def fetch_checkpoint(uri_or_path: str, dest: Path) -> Path:
+    """A local copy of a trial checkpoint (a path, or a URI on s3:// and friends)."""
+    checkpoint = tune.Checkpoint(uri_or_path)
+    if _is_local(checkpoint):
+        return Path(checkpoint.path)
+    return Path(checkpoint.to_directory(str(dest)))
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+class TrialStateCallback(tune.Callback):
+    """Ends each trial's MLflow child run with how the trial ended (driver side)."""
+
+    def __init__(self, tracker: Tracker, parent_run_id: str) -> None:
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+
+    def _run_id(self, trial: Any) -> str | None:
+        last = trial.last_result or {}
+        return last.get("mlflow_run_id") or self.tracker.find_child(
+            self.parent_run_id, trial.trial_id
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        if run_id:
+            state = trial_state(trial.last_result or {"done": True}, None)
+            self.tracker.finish(run_id, "completed" if state == "completed" else "stopped_early")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        if run_id:
+            self.tracker.finish(run_id, "errored")
+
+
+class FeasibilityWatchdog(tune.Callback):
+    """Stops the search if no alive node can host a trial any more (a GPU node gone, say):
+    pending trials would otherwise wait forever."""
+
+    def __init__(self, request: dict[str, float], every_s: float = 5.0) -> None:
+        self.request = node_request(request)
+        self.every_s = every_s
+        self._last = 0.0
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        if not any(t.status == "PENDING" for t in trials):
+            return
+        nodes = node_resources()
+        if not fits_somewhere(self.request, nodes):
+            raise ClusterError(
+                f"no node of the Ray cluster can run a trial asking for {_request_text(self.request)} "
+                f"({describe_nodes(nodes)}); add such a node or lower resources in the space file"
+            )
+
+
+def _request_text(request: Mapping[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in request.items() if v and not math.isnan(v))

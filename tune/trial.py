@@ -1,0 +1,174 @@
+"""One trial inside a Ray worker: `moodtheme.train.fit` driven through its epoch callback.
+
+Each epoch the callback checks that the metric is finite, logs the epoch's metrics to the
+trial's MLflow run, and reports them to Ray Tune with a checkpoint: a copy of the trainer's
+checkpoint directory plus ``trial.json`` (the MLflow run id and the epoch), so a retried or
+resumed trial continues both the training and the same MLflow run.
+
+The last epoch is reported after `fit` returns, together with the final metrics (``final_*``:
+the trainer's validation and test scores of the kept weights) and a checkpoint that also
+holds the run's outputs (predictions, ground truth, thresholds, final_metrics.json): that is
+what the ablation suite reads. Reporting it late means an ASHA stop at the last rung can
+never cut the final evaluation short.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tune import ray_adapter
+from tune.tracking import Tracker
+
+TRIAL_FILE = "trial.json"
+# What fit leaves in run_dir after training; copied into the final checkpoint.
+RUN_OUTPUTS = (
+    "config.json",
+    "final_metrics.json",
+    "thresholds.npy",
+    "validation_predictions.npy",
+    "validation_groundtruth.npy",
+    "test_predictions.npy",
+    "test_groundtruth.npy",
+)
+
+
+class TrialMetricError(RuntimeError):
+    """The searched metric is missing or not finite: the trial ends as errored."""
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one search shares; sent once to the workers."""
+
+    preset: str
+    fixed: Mapping[str, Any]
+    metric: str
+    gpu_fraction: float = 0.0
+    tracker: Tracker | None = None
+    parent_run_id: str | None = None
+
+
+def trial_overrides(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The Tune config of a trial is its dotted overrides, or ``{"trial": {...}}`` for a
+    fixed list (the ablation suite), whose ``overrides`` are the dotted overrides."""
+    if "trial" in config and isinstance(config["trial"], Mapping):
+        return dict(config["trial"]["overrides"])
+    return dict(config)
+
+
+def run_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """The Ray Tune function trainable. Raises on failure, so Ray retries or errors it."""
+    import torch
+
+    from moodtheme.config import build_config
+    from moodtheme.train import fit
+
+    ray_adapter.quiet_trial_logs()
+    if 0 < context.gpu_fraction < 1 and torch.cuda.is_available():
+        # Ray's fractional GPUs are only a scheduling label: hold this trial to its share.
+        torch.cuda.set_per_process_memory_fraction(context.gpu_fraction)
+
+    trial_dir = ray_adapter.trial_dir()
+    restored = ray_adapter.restore_checkpoint(trial_dir / "restored")
+    saved = read_trial_file(restored) if restored else {}
+
+    overrides = trial_overrides(config)
+    name = config["trial"]["name"] if "trial" in config else ray_adapter.trial_name()
+    cfg = build_config(context.preset, {**context.fixed, **overrides})
+    run_id = saved.get("mlflow_run_id")
+    tracker = context.tracker if context.parent_run_id else None
+    if tracker is not None and run_id:
+        tracker.reopen(run_id)
+    elif tracker is not None:
+        tags = dict(config["trial"].get("tags", {})) if "trial" in config else {}
+        run_id = tracker.child_run(
+            context.parent_run_id, ray_adapter.trial_id(), name, cfg.flat(), tags
+        )
+
+    where = {
+        **ray_adapter.placement(),
+        "mlflow_run_id": run_id or "",
+        "restored_from_epoch": int(saved.get("epoch", 0)),
+        "trial_name": name,
+    }
+    staging = trial_dir / "staging"
+    last: dict[str, Any] = {}
+
+    def on_epoch(report: Any) -> None:
+        metrics = {k: float(v) for k, v in report.metrics.items()}
+        metrics["epoch"] = int(report.epoch)
+        value = metrics.get(context.metric)
+        if value is None or not math.isfinite(value):
+            raise TrialMetricError(
+                f"epoch {report.epoch}: metric {context.metric} is {value}; the trial cannot "
+                "be ranked (check the learning rate and the data)"
+            )
+        if tracker is not None:
+            tracker.log_metrics(run_id, metrics, step=report.epoch)
+        checkpoint = _stage(report.checkpoint_dir, staging / f"epoch_{report.epoch:04d}")
+        _write_trial_file(checkpoint, run_id, report.epoch, name)
+        last.clear()
+        last.update(metrics=metrics, checkpoint=checkpoint)
+        if report.epoch < cfg.optim.epochs:
+            ray_adapter.report({**metrics, **where}, checkpoint_dir=checkpoint)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+    run_dir = trial_dir / "run"
+    result = fit(cfg, run_dir, callback=on_epoch, resume_from=restored)
+
+    # The final report: the last epoch (held back above, or repeated after an early stop by
+    # the trainer's own patience), the final scores, and a checkpoint with the outputs.
+    if not last:  # resumed after the last epoch: nothing trained, report what fit returned
+        history = result.history[-1] if result.history else {}
+        metrics = {k: float(v) for k, v in history.items()}
+        metrics["epoch"] = int(metrics.get("epoch", cfg.optim.epochs))
+        checkpoint = _stage(run_dir / "checkpoint", staging / "final")
+        _write_trial_file(checkpoint, run_id, metrics["epoch"], name)
+    else:
+        metrics, checkpoint = last["metrics"], last["checkpoint"]
+        if not checkpoint.exists():
+            checkpoint = _stage(run_dir / "checkpoint", staging / "final")
+            _write_trial_file(checkpoint, run_id, metrics["epoch"], name)
+    for output in RUN_OUTPUTS:
+        if (run_dir / output).exists():
+            shutil.copy2(run_dir / output, checkpoint / output)
+    final = {f"final_{k}": float(v) for k, v in result.final_metrics.items()}
+    if tracker is not None:
+        tracker.log_metrics(run_id, final, step=metrics["epoch"])
+    ray_adapter.report(
+        {**metrics, **final, **where, "fit_finished": 1, "best_epoch": result.best_epoch},
+        checkpoint_dir=checkpoint,
+    )
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(source: Path, target: Path) -> Path:
+    """A private copy of the trainer's checkpoint dir (hard links where possible: the
+    trainer replaces files atomically, so a link keeps the epoch's version)."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, copy_function=_link_or_copy)
+    return target
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        Path(dst).hardlink_to(src)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _write_trial_file(checkpoint: Path, run_id: str | None, epoch: int, name: str) -> None:
+    path = checkpoint / TRIAL_FILE
+    path.unlink(missing_ok=True)  # it may be a hard link into the trainer's directory
+    path.write_text(json.dumps({"mlflow_run_id": run_id, "epoch": int(epoch), "trial_name": name}))
+
+
+def read_trial_file(checkpoint: Path) -> dict[str, Any]:
+    """The MLflow run id and epoch a trial checkpoint was written at."""
+    return json.loads((Path(checkpoint) / TRIAL_FILE).read_text())
