@@ -26,11 +26,11 @@ pytestmark = pytest.mark.slow
 
 
 def _space_file(tmp: Path) -> Path:
-    """The smoke space with 4 trials of 4 epochs and no early stopping (grace = max_t)."""
+    """The smoke space with 3 trials of 3 epochs and no early stopping (grace = max_t)."""
     raw = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    raw.update(name=NAME, num_samples=4, max_concurrent_trials=2)
-    raw["asha"] = {"max_t": 4, "grace_period": 4, "reduction_factor": 2}
-    raw["overrides"].update({"data.limit_tracks": 32})
+    raw.update(name=NAME, num_samples=3, max_concurrent_trials=2)
+    raw["asha"] = {"max_t": 3, "grace_period": 3, "reduction_factor": 2}
+    raw["overrides"].update({"data.limit_tracks": 24})
     path = tmp / "resume.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -130,19 +130,19 @@ def test_killed_driver_then_resume(tmp_path):
             ray_adapter.disconnect()
 
     # every trial accounted for, each trained to the end
-    assert len(outcome.records) == 4 and not outcome.interrupted
+    assert len(outcome.records) == 3 and not outcome.interrupted
     assert {r.state for r in outcome.records} == {"completed"}
     tracker = Tracker(f"sqlite:///{db}", NAME)
     children = tracker.children(outcome.parent_run_id)
     by_trial = {c.data.tags["tune_trial_id"]: c for c in children}
-    assert len(children) == len(by_trial) == 4  # one child per trial: none missing, no twins
+    assert len(children) == len(by_trial) == 3  # one child per trial: none missing, no twins
     assert sorted(by_trial) == sorted(r.trial_id for r in outcome.records)
     assert {c.data.tags[STATE_TAG] for c in children} == {"completed"}
     assert tracker.client.get_run(outcome.parent_run_id).info.status == "FINISHED"
 
     for record in outcome.records:
         epochs = [int(e) for e in record.history["epoch"]]
-        assert epochs[-1] == 4
+        assert epochs[-1] == 3
         if record.trial_id in checkpointed:
             # continued from its checkpoint: epoch 1 was trained (and logged) once only
             assert epochs.count(1) == 1, epochs
