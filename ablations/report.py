@@ -13,7 +13,6 @@ the statistics of :mod:`ablations.stats` on them; :func:`write_report` writes
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from ablations.stats import (
     paired_difference,
     verdict,
 )
-from ablations.suite import Comparison, Plan
+from ablations.suite import Comparison, Plan, format_overrides
 from moodtheme.evaluate import per_tag_auc
 
 OK, FAILED, SKIPPED, UNFINISHED = "ok", "failed", "skipped", "unfinished"
@@ -430,7 +429,7 @@ def render_markdown(
         lines += [
             f"- arms: reference `{ref_arm.name}`, variant `{var_arm.name}`; "
             f"seeds {', '.join(map(str, e.seeds))}",
-            f"- variant overrides: `{_overrides(a.variant_overrides(plan.budget))}`",
+            f"- variant overrides: `{format_overrides(a.variant_overrides(plan.budget))}`",
         ]
         lines += [f"- note: {n}" for n in e.notes]
         if e.tag_delta is not None and np.isfinite(e.tag_delta).any():
@@ -443,10 +442,6 @@ def render_markdown(
             lines.append(f"- tags the variant raises most (Δ PR-AUC): {moved or 'none'}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _overrides(overrides: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
 
 
 # ----------------------------------------------------------------------------- figures

@@ -38,6 +38,7 @@ from ablations.suite import (
     SuiteError,
     config_key,
     describe,
+    format_overrides,
     plan_suite,
     probe_model,
     select,
@@ -272,10 +273,7 @@ def run_suite(
         "budget": settings.budget,
         "data": f"{root}" + (" (synthetic)" if groups else ""),
         "seeds": ", ".join(map(str, plan.seeds)),
-        "run-wide overrides": " ".join(
-            f"{k}={json.dumps(v)}" for k, v in settings.overrides.items()
-        )
-        or "none",
+        "run-wide overrides": format_overrides(settings.overrides) or "none",
         "Ray Tune experiment": f"{options.storage.rstrip('/')}/{options.name}",
     }
     if parent_id:

@@ -80,11 +80,11 @@ _QUICK_SUBMISSION1: Overrides = {
 }
 
 # Run-wide settings of each budget, applied under every reference's own overrides. The quick
-# budget is sized so that `all` (9 arms x 3 seeds = 27 one-CPU trials) finishes in under 30
+# budget is sized so that `all` (9 arms x 3 seeds = 27 one-CPU trials) finishes well under 30
 # minutes on 2 CPU cores: 3 epochs (the switch to SGD before the last, so the optimizer-switch
-# ablation changes something) over at most 400 tracks per split.
+# ablation changes something) over at most 320 tracks per split (docs/ablations.md).
 BUDGET_SETTINGS: dict[str, Overrides] = {
-    "quick": {"optim.epochs": 3, "optim.switch_epoch": 2, "data.limit_tracks": 400},
+    "quick": {"optim.epochs": 3, "optim.switch_epoch": 2, "data.limit_tracks": 320},
     "full": {},
 }
 
@@ -199,16 +199,17 @@ def describe(budget: str = "quick") -> str:
     for a in ABLATIONS.values():
         lines.append(f"{a.name:<26} {a.change}")
         changes = a.reference_changes(budget)
-        ref = a.reference + (f" + {_format(changes)}" if changes else "")
+        ref = a.reference + (f" + {format_overrides(changes)}" if changes else "")
         lines.append(f"{'':<26} reference: {ref}")
-        lines.append(f"{'':<26} variant:   {_format(a.variant_overrides(budget))}")
+        lines.append(f"{'':<26} variant:   {format_overrides(a.variant_overrides(budget))}")
     lines.append("")
     for r in REFERENCES.values():
         lines.append(f"reference {r.name}: {r.description}")
     return "\n".join(lines)
 
 
-def _format(overrides: Overrides) -> str:
+def format_overrides(overrides: Overrides) -> str:
+    """``{"optim.lr": 0.001}`` -> ``optim.lr=0.001``, values as JSON (``null``, ``false``)."""
     return " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
 
 
@@ -344,7 +345,7 @@ def plan_suite(
                 Comparison(
                     ablation,
                     skipped="the variant equals its reference under these settings "
-                    f"({_format(ablation.variant_overrides(budget))} changes nothing)",
+                    f"({format_overrides(ablation.variant_overrides(budget))} changes nothing)",
                 )
             )
             continue

@@ -132,6 +132,13 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cuda")
 
 
+def cap_gpu_memory(fraction: float) -> None:
+    """Hold this process to `fraction` (0..1) of the GPU's memory, so processes sharing a
+    card cannot starve each other; no-op for 0, 1 or without CUDA."""
+    if 0 < fraction < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(fraction)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -64,15 +64,12 @@ def trial_overrides(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """The Ray Tune function trainable. Raises on failure, so Ray retries or errors it."""
-    import torch
-
     from moodtheme.config import build_config
-    from moodtheme.train import fit
+    from moodtheme.train import cap_gpu_memory, fit
 
     ray_adapter.quiet_trial_logs()
-    if 0 < context.gpu_fraction < 1 and torch.cuda.is_available():
-        # Ray's fractional GPUs are only a scheduling label: hold this trial to its share.
-        torch.cuda.set_per_process_memory_fraction(context.gpu_fraction)
+    # Ray's fractional GPUs are only a scheduling label: hold the trial to its share.
+    cap_gpu_memory(context.gpu_fraction)
 
     trial_dir = ray_adapter.trial_dir()
     restored = ray_adapter.restore_checkpoint(trial_dir / "restored")
