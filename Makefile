@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m moodtheme.train --preset quick
+	$(PY) -m tune.search --space search_spaces/attn.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -47,7 +47,7 @@ from moodtheme.config import ConfigError, build_config, parse_overrides
 from moodtheme.data.jamendo import load_tags
 from tune import preflight
 from tune.ray_adapter import ClusterError, TrialRecord, fetch_checkpoint
-from tune.search import RunOptions, SearchError, TrialSpec, run_trials
+from tune.search import RunOptions, SearchError, TrialSpec, add_cluster_arguments, run_trials
 from tune.space import Resources
 from tune.tracking import Tracker, TrackingError, resolve_uri
 
@@ -342,27 +342,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage", help="Ray Tune storage, a directory or s3:// URI (default: the results dir)"
     )
-    p.add_argument("--address", help="join a Ray cluster ('auto' or host:port); default: local")
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted suite (--name, default the latest)",
     )
-    p.add_argument(
-        "--mlflow-uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
-    )
-    p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     p.add_argument(
         "--gpus-per-trial",
         type=float,
         help="GPUs per trial, fractions allowed (default: 0 quick, 1 full)",
     )
-    p.add_argument("--max-failures", type=int, default=2, help="retries per trial (default 2)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm"
-    )
+    add_cluster_arguments(p, max_failures=2)
     return p
 
 

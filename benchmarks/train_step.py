@@ -31,17 +31,19 @@ def plain_step(model, optimizer, x, y):
     return loss.item()
 
 
-def measure(preset: str, steps: int, warmup: int, device_name: str, mode: str) -> float:
+def measure(
+    preset: str, steps: int, warmup: int, device_name: str, mode: str, batch: int | None = None
+) -> float:
     amp = mode == "trainer"
-    config = build_config(
-        preset,
-        {
-            "model.pretrained": "none",
-            "run.device": device_name,
-            "run.amp": amp,
-            "run.channels_last": amp,
-        },
-    )
+    overrides = {
+        "model.pretrained": "none",
+        "run.device": device_name,
+        "run.amp": amp,
+        "run.channels_last": amp,
+    }
+    if batch is not None:
+        overrides["optim.batch_size"] = batch
+    config = build_config(preset, overrides)
     device = pick_device(config.run.device)
     torch.manual_seed(0)
     model = build_model(config.model, config.data.input_frames, config.data.n_mels).to(device)
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: the preset's)")
     args = parser.parse_args()
     device = pick_device(args.device)
     name = (
@@ -90,13 +93,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for preset in args.presets:
         config = build_config(preset)
-        plain = measure(preset, args.steps, args.warmup, args.device, "plain")
-        trainer = measure(preset, args.steps, args.warmup, args.device, "trainer")
-        epoch_min = PAPER_EPOCH_TRACKS / trainer / 60
-        print(
-            f"| {preset} | {config.data.n_mels} x {config.data.input_frames} | "
-            f"{config.optim.batch_size} | {plain:.1f} | {trainer:.1f} | {epoch_min:.1f} min |"
-        )
+        for batch in args.batch or [config.optim.batch_size]:
+            plain = measure(preset, args.steps, args.warmup, args.device, "plain", batch)
+            trainer = measure(preset, args.steps, args.warmup, args.device, "trainer", batch)
+            epoch_min = PAPER_EPOCH_TRACKS / trainer / 60
+            print(
+                f"| {preset} | {config.data.n_mels} x {config.data.input_frames} | "
+                f"{batch} | {plain:.1f} | {trainer:.1f} | {epoch_min:.1f} min |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

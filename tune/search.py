@@ -466,18 +466,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="results folder and MLflow experiment (default: space name)")
     p.add_argument("--storage", default="ray_results", help="results directory or s3:// URI")
-    p.add_argument("--address", help="join a Ray cluster ('auto' or host:port); default: local")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    p.add_argument("--mlflow-uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
     p.add_argument("--num-samples", type=int, help="override the space's num_samples")
-    p.add_argument("--max-failures", type=int, default=3, help="retries per trial (default 3)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept per trial")
     p.add_argument("--top-k", type=int, default=5, help="rows of the final table")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config override"
-    )
+    add_cluster_arguments(p, max_failures=3)
     return p
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser, max_failures: int) -> None:
+    """The options every command that runs trials shares (tune.search, ablations.run)."""
+    p.add_argument("--address", help="join a Ray cluster ('auto' or host:port); default: local")
+    p.add_argument(
+        "--mlflow-uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    )
+    p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=max_failures,
+        help=f"retries per trial from its last checkpoint (default {max_failures})",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every trial (repeatable)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
