@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -392,6 +393,9 @@ class WholeNet(nn.Module):
             nn.Flatten(1), nn.Dropout(dropout), nn.Linear(backbone.out_channels, num_tags)
         )
 
+    def output_layers(self) -> list[nn.Linear]:
+        return [self.classifier[-1]]
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         _check_input(x)
         x = self.pool(self.backbone(self.stem(x)))
@@ -571,6 +575,12 @@ class SegmentAttentionNet(nn.Module):
         self.attention = attention
         self.segment_head = SegmentHead(embed_dim, num_tags, dropout)
 
+    def output_layers(self) -> list[nn.Linear]:
+        heads = [self.segment_head.classifier[-1]]
+        if self.attention is not None:
+            heads.append(self.attention.classifier[-1])
+        return heads
+
     def embed_segments(self, x: Tensor) -> Tensor:
         """``[B, 1, n_mels, S * L] -> [B, S, embed_dim]``; segments fold into the batch."""
         _check_input(x, self.segments * self.segment_frames)
@@ -596,6 +606,20 @@ def _check_input(x: Tensor, frames: int | None = None) -> None:
 
 
 # ----------------------------------------------------------------------------- building
+
+
+def init_output_bias(model: nn.Module, labels: np.ndarray) -> None:
+    """Set every head's output bias to the log-odds of each tag's frequency in ``labels``
+    (tracks x tags, 0/1), so an untrained model predicts the label prior. Frequencies are
+    kept half a track away from 0 and 1, so a tag absent from ``labels`` gets a finite bias."""
+    n = len(labels)
+    freq = np.clip(np.asarray(labels, dtype=np.float64).mean(axis=0), 0.5 / n, 1 - 0.5 / n)
+    bias = torch.from_numpy(np.log(freq / (1 - freq))).float()
+    for layer in model.output_layers():
+        if layer.out_features != len(bias):
+            raise ValueError(f"{len(bias)} tags in the labels, {layer.out_features} outputs")
+        with torch.no_grad():
+            layer.bias.copy_(bias)
 
 
 def build_model(cfg: ModelConfig, input_frames: int, n_mels: int = 96) -> nn.Module:

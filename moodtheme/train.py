@@ -36,7 +36,7 @@ from moodtheme.evaluate import (
     compute_metrics,
     optimal_thresholds,
 )
-from moodtheme.models import build_model, combined_loss, predict_proba
+from moodtheme.models import build_model, combined_loss, init_output_bias, predict_proba
 from moodtheme.progress import Progress
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -367,7 +367,10 @@ def fit(
         torch.set_num_threads(config.run.threads)
     if config.run.deterministic and device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    model = build_model(config.model, config.data.input_frames, config.data.n_mels).to(device)
+    model = build_model(config.model, config.data.input_frames, config.data.n_mels)
+    if config.model.output_bias == "prior":
+        init_output_bias(model, tables["train"].labels)
+    model = model.to(device)
     if device.type == "cuda" and config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config.optim.optimizer, model.parameters(), config.optim.lr, config)

@@ -575,3 +575,32 @@ def test_cli_module_entry_point_exits_2_without_traceback():
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: invalid config")
     assert "model.attention.heads=3 must divide model.embed_dim=256" in result.stderr
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_prior_output_bias_sets_every_heads_bias_to_the_tag_log_odds(attention):
+    cfg = build_config("quick", {"model.attention.enabled": attention}).model
+    model = models.build_model(cfg, 256)
+    labels = torch.zeros(40, 56)
+    labels[:4, 0] = 1  # 10% of tracks
+    labels[:, 1] = 1  # every track: clipped to 1 - 0.5/40
+    # tag 2 has no positives: clipped to 0.5/40
+    models.init_output_bias(model, labels.numpy())
+    layers = model.output_layers()
+    assert len(layers) == (2 if attention else 1)
+    for layer in layers:
+        bias = layer.bias.detach()
+        assert torch.isfinite(bias).all()
+        assert bias[0].item() == pytest.approx(math.log(0.1 / 0.9), rel=1e-5)
+        assert bias[1].item() == pytest.approx(math.log(79.0), rel=1e-5)
+        assert bias[2].item() == pytest.approx(-math.log(79.0), rel=1e-5)
+    with pytest.raises(ValueError, match="55 tags"):
+        models.init_output_bias(model, labels[:, :55].numpy())
+
+
+def test_only_the_quick_preset_starts_from_the_prior():
+    assert build_config("quick").model.output_bias == "prior"
+    assert build_config("submission1").model.output_bias == "zero"
+    assert build_config("submission2").model.output_bias == "zero"
+    with pytest.raises(ConfigError, match="output_bias"):
+        build_config("quick", {"model.output_bias": "mean"})

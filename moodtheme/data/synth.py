@@ -37,7 +37,7 @@ import numpy as np
 from moodtheme.data.jamendo import SUBSETS, SplitError, SplitTable, load_tags, read_split, split_tsv
 
 # Bump whenever the bytes written for the same parameters change: it renames the cache folder.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 PLANTED_VERSION = 1
 FRAMES_PER_SECOND = 12000 / 256  # 46.875: essentia melspecs at 12 kHz, hop 256
 N_MELS = 96
@@ -70,14 +70,18 @@ class Design:
     n_long_range: int = 8
     min_positives: int = 3
     local_event_frames: tuple[int, int] = (10, 24)
-    local_event_spacing: float = 80.0
-    local_level_db: tuple[float, float] = (-34.0, -14.0)
+    local_event_spacing: float = 30.0
+    local_level_db: tuple[float, float] = (-10.0, 0.0)
     motif_frames: int = 24
     order_period: int = 192
     order_gap: int = 64
     decoy_share: float = 0.8
-    motif_level_db: tuple[float, float] = (-40.0, -20.0)
+    motif_level_db: tuple[float, float] = (-14.0, -2.0)
     peak_width_bins: float = 0.8
+    # "compact": a signature's peaks sit within a few bins, and signatures differ in the
+    # intervals between their peaks, a shape a CNN recognises anywhere. "spread": peaks
+    # anywhere in the spectrum, told apart only by absolute mel bins.
+    signature_layout: str = "compact"
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ class Nuisance:
     noise_floor_db: tuple[float, float] = (-62.0, -50.0)
     noise_tilt_db: tuple[float, float] = (12.0, 28.0)
     frame_noise_db: float = 2.0
-    distractor_spacing: float = 48.0
+    distractor_spacing: float = 96.0
+    distractor_level_db: tuple[float, float] = (-40.0, -20.0)
     distractor_frames: tuple[int, int] = (4, 32)
 
 
@@ -200,6 +205,28 @@ def _draw_signature(
     raise SynthError("could not draw distinct signatures; lower Design.n_local/n_long_range")
 
 
+def _compact_signatures(rng: np.random.Generator, count: int) -> list[Signature]:
+    # Shapes are the interval pairs (a, b) between three peaks. Keeping a + b even puts any two
+    # shapes at least 2 bins apart in some interval, so no two tags share a shape.
+    shapes = [(a, b) for a in range(2, 10) for b in range(2, 10) if (a + b) % 2 == 0]
+    if count > len(shapes):
+        raise SynthError(f"compact signatures allow {len(shapes)} planted patterns, not {count}")
+    out = []
+    for k in rng.permutation(len(shapes))[:count]:
+        a, b = shapes[k]
+        base = int(rng.integers(4, N_MELS - 4 - a - b))
+        gains = np.round(rng.uniform(-6.0, 0.0, size=3), 2)
+        gains[rng.integers(3)] = 0.0
+        out.append(
+            Signature(
+                bins=(float(base), float(base + a), float(base + a + b)),
+                gains_db=tuple(float(g) for g in gains),
+                am_period=float(np.round(rng.uniform(5.0, 12.0), 2)),
+            )
+        )
+    return out
+
+
 def make_plan(tags: list[str], train_labels: np.ndarray, design: Design, seed: int) -> Plan:
     """Pick the planted tags among the most frequent real ones and draw their signatures.
 
@@ -216,6 +243,14 @@ def make_plan(tags: list[str], train_labels: np.ndarray, design: Design, seed: i
     taken: list[Signature] = []
     local: dict[str, Signature] = {}
     order: dict[str, tuple[Signature, Signature]] = {}
+    if design.signature_layout == "compact":
+        pool_ = iter(_compact_signatures(rng, design.n_local + 2 * design.n_long_range))
+        for j in sorted(int(i) for i in ranked):
+            if j in long_range:
+                order[tags[j]] = (next(pool_), next(pool_))
+            else:
+                local[tags[j]] = next(pool_)
+        return Plan(local=local, long_range=order)
     for j in sorted(int(i) for i in ranked):
         if j in long_range:
             first = _draw_signature(rng, 3, taken, 2)
@@ -347,7 +382,13 @@ def render_track(
         length = int(rng.integers(*nuisance.distractor_frames, endpoint=True))
         start = int(rng.integers(-length // 2, frames - length // 2))
         _add_event(
-            power, distractor.profile(0.0, width), start, length, level(), distractor.am_period, rng
+            power,
+            distractor.profile(0.0, width),
+            start,
+            length,
+            level(nuisance.distractor_level_db),
+            distractor.am_period,
+            rng,
         )
 
     db = 10.0 * np.log10(power)
