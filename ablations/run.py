@@ -43,13 +43,18 @@ from ablations.suite import (
     probe_model,
     select,
 )
-from moodtheme.config import ConfigError, build_config, parse_overrides
+from moodtheme.config import build_config, parse_overrides
 from moodtheme.data.jamendo import load_tags
-from tune import preflight
-from tune.ray_adapter import ClusterError, TrialRecord, fetch_checkpoint
-from tune.search import RunOptions, SearchError, TrialSpec, add_cluster_arguments, run_trials
+from tune.ray_adapter import TrialRecord, fetch_checkpoint
+from tune.search import (
+    USER_ERRORS,
+    RunOptions,
+    TrialSpec,
+    add_cluster_arguments,
+    run_trials,
+)
 from tune.space import Resources
-from tune.tracking import Tracker, TrackingError, resolve_uri
+from tune.tracking import Tracker, resolve_uri
 
 RESULTS_DIR = Path("ablations/results")
 PLAN_FILE = "plan.json"
@@ -394,15 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             max_failures=args.max_failures,
         )
         outcome = run_suite(settings, options, results_dir)
-    except (
-        SuiteError,
-        ConfigError,
-        RunError,
-        SearchError,
-        preflight.PreflightError,
-        TrackingError,
-        ClusterError,
-    ) as err:
+    except (SuiteError, RunError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     _print_outcome(outcome, args)

@@ -234,10 +234,10 @@ def _quick() -> dict[str, Any]:
         "segments": 8,
         "segment_frames": 32,
         "embed_dim": 64,
-        # From scratch, a zero output bias makes the first hundred Adam steps drag every
-        # logit down to the rare tags' priors, which silences most embedding ReLUs (there is
-        # no BatchNorm after the backbone) before any tag is learnt; starting at the prior
-        # avoids that (docs/synthetic.md, "Learnability").
+        # From scratch, a zero output bias spends the first hundred Adam steps dragging every
+        # logit down to the rare tags' priors, silencing many embedding ReLUs on the way (no
+        # BatchNorm follows the backbone); starting at the prior learns the planted tags
+        # faster (docs/synthetic.md, "Learnability").
         "output_bias": "prior",
         "attention": {"heads": 4, "layers": 2, "ff_dim": 128},
     }

@@ -309,6 +309,12 @@ def test_a_design_that_lets_one_segment_see_the_order_is_refused(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unknown_signature_layout_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(synth.SynthError, match="signature_layout='grid'.*'compact' or 'spread'"):
+        synth.generate(tmp_path / "out", design=synth.Design(signature_layout="grid"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_cache_key_changes_with_every_parameter() -> None:
     base = dict(tracks=1200, scale=0.06, seed=0, split=0)
     keys = {synth._cache_key(**base)}

@@ -474,6 +474,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Mistakes and conditions a user can meet when running trials: printed as one line, exit 2.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    SearchError,
+    preflight.PreflightError,
+    TrackingError,
+    ClusterError,
+)
+
+
 def add_cluster_arguments(p: argparse.ArgumentParser, max_failures: int) -> None:
     """The options every command that runs trials shares (tune.search, ablations.run)."""
     p.add_argument("--address", help="join a Ray cluster ('auto' or host:port); default: local")
@@ -529,14 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{space.resources.gpu:g} GPU per trial"
         )
         outcome = run_search(space, options)
-    except (
-        SpaceError,
-        ConfigError,
-        SearchError,
-        preflight.PreflightError,
-        TrackingError,
-        ClusterError,
-    ) as err:
+    except (SpaceError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     _print_outcome(outcome, args, top_k=args.top_k)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class Design:
     # "compact": a signature's peaks sit within a few bins, and signatures differ in the
     # intervals between their peaks, a shape a CNN recognises anywhere. "spread": peaks
     # anywhere in the spectrum, told apart only by absolute mel bins.
-    signature_layout: str = "compact"
+    signature_layout: Literal["compact", "spread"] = "compact"
 
 
 @dataclass(frozen=True)
@@ -244,12 +245,12 @@ def make_plan(tags: list[str], train_labels: np.ndarray, design: Design, seed: i
     local: dict[str, Signature] = {}
     order: dict[str, tuple[Signature, Signature]] = {}
     if design.signature_layout == "compact":
-        pool_ = iter(_compact_signatures(rng, design.n_local + 2 * design.n_long_range))
+        drawn = iter(_compact_signatures(rng, design.n_local + 2 * design.n_long_range))
         for j in sorted(int(i) for i in ranked):
             if j in long_range:
-                order[tags[j]] = (next(pool_), next(pool_))
+                order[tags[j]] = (next(drawn), next(drawn))
             else:
-                local[tags[j]] = next(pool_)
+                local[tags[j]] = next(drawn)
         return Plan(local=local, long_range=order)
     for j in sorted(int(i) for i in ranked):
         if j in long_range:
@@ -428,6 +429,10 @@ def generate(
     """
     design = design or Design()
     nuisance = nuisance or Nuisance()
+    if design.signature_layout not in ("compact", "spread"):
+        raise SynthError(
+            f"Design.signature_layout={design.signature_layout!r}: use 'compact' or 'spread'"
+        )
     longest_motif = round(design.motif_frames * nuisance.time_stretch[1])
     shortest_gap = min(design.order_gap, design.order_period - design.order_gap)
     if shortest_gap - longest_motif < design.segment_frames:
