@@ -89,9 +89,10 @@ def test_table_ranks_completed_trials_first(records):
     assert list(low["trial_id"][:2]) == ["c", "b"]
 
 
-def test_summary_files(records, tmp_path):
+def test_summary_files_of_fixed_trials_have_no_importances(records, tmp_path):
     summary = write_summary(records, "val_pr_auc_macro", "max", tmp_path)
-    assert [p.name for p in summary.files] == ["trials.csv", "importances.csv", "search.png"]
+    assert [p.name for p in summary.files] == ["trials.csv", "search.png"]
+    assert not (tmp_path / "importances.csv").exists()
     assert pd.read_csv(tmp_path / "trials.csv")["trial_id"].tolist() == ["b", "c", "a", "d"]
     assert summary.importances.empty and "no Optuna study" in summary.importance_note
     assert (tmp_path / "search.png").stat().st_size > 1000

@@ -106,22 +106,34 @@ def write_summary(
     table = trial_table(records, metric, mode)
     importances, note = param_importances(study_url, study_name)
     table.to_csv(out_dir / TRIALS_CSV, index=False)
-    importances.to_csv(out_dir / IMPORTANCES_CSV, index=False)
-    plot_search(records, metric, importances, out_dir / PLOT_PNG)
-    files = [out_dir / TRIALS_CSV, out_dir / IMPORTANCES_CSV, out_dir / PLOT_PNG]
+    files = [out_dir / TRIALS_CSV]
+    # Fixed trials (run_trials, the ablation suite) have no searcher, so an importances file
+    # would only ever be empty; their plot shows the learning curves alone.
+    searched = study_url is not None
+    if searched:
+        importances.to_csv(out_dir / IMPORTANCES_CSV, index=False)
+        files.append(out_dir / IMPORTANCES_CSV)
+    plot_search(records, metric, importances if searched else None, out_dir / PLOT_PNG)
+    files.append(out_dir / PLOT_PNG)
     return Summary(table=table, importances=importances, importance_note=note, files=files)
 
 
 def plot_search(
-    records: Sequence[TrialRecord], metric: str, importances: pd.DataFrame, path: Path
+    records: Sequence[TrialRecord], metric: str, importances: pd.DataFrame | None, path: Path
 ) -> None:
+    """Learning curves of every trial and, for a search (``importances`` not None), a bar
+    chart of Optuna's parameter importances beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=(3, 2))
+    if importances is None:
+        fig, curves = plt.subplots(figsize=(7, 4))
+        bars = None
+    else:
+        fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=(3, 2))
     styles = {"completed": "-", "stopped_early": "--", "errored": ":", "unfinished": "-."}
     for r in records:
         curve = _curve(r, metric)
@@ -130,11 +142,11 @@ def plot_search(
     curves.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     curves.set_xlabel("epoch")
     curves.set_ylabel(metric)
-    curves.set_title("trials (dashed: stopped early by ASHA)")
-    if importances.empty:
+    curves.set_title("trials" if bars is None else "trials (dashed: stopped early by ASHA)")
+    if bars is not None and importances.empty:
         bars.text(0.5, 0.5, "no importances", ha="center", va="center")
         bars.set_axis_off()
-    else:
+    elif bars is not None:
         ordered = importances.sort_values("importance")
         bars.barh(ordered["param"], ordered["importance"])
         bars.set_xlabel("Optuna importance")
