@@ -296,7 +296,9 @@ def test_loss_handles_saturated_logits_and_bf16():
 
 
 def test_registry_lists_backbones_and_accepts_new_ones():
-    assert {"mobilenet_v2", "resnext50_32x4d", "resnext_tiny_shallow"} <= set(BACKBONES)
+    assert {"mobilenet_v2", "resnext50_32x4d", "resnext_tiny_shallow", "small_cnn"} <= set(
+        BACKBONES
+    )
     with pytest.raises(
         ConfigError, match="model.backbone='vgg' is not a registered backbone.*mobilenet_v2"
     ):
@@ -331,6 +333,19 @@ def test_resnext_tiny_shallow_is_grouped_and_runs():
     assert n_params(model.backbone) < 600_000
     out = model(example(cfg))
     assert out["attention"].shape == (2, 56)
+
+
+def test_small_cnn_is_a_strided_plain_cnn_and_runs_in_the_quick_model():
+    model, cfg = make("quick", model__backbone="small_cnn", model__width_mult=1.0)
+    backbone = model.backbone
+    assert n_params(backbone) == 60_688
+    assert not any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in backbone.modules())
+    # A 96 x 32 segment comes out at 1/16 of its resolution, with 64 channels.
+    assert backbone(torch.zeros(3, 3, 96, 32)).shape == (3, 64, 6, 2)
+    out = model(example(cfg))
+    assert out["attention"].shape == out["segment"].shape == (2, 56)
+    with pytest.raises(PretrainedWeightsError, match="'small_cnn' has no ImageNet weights"):
+        load_pretrained(backbone, "imagenet")
 
 
 def test_resnext_rejects_width_mult():
