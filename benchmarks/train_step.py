@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                      # quick + submission2, this machine
     python benchmarks/train_step.py --presets submission2 --steps 20 --device cuda
+    python benchmarks/train_step.py --presets quick --set model.backbone=small_cnn model.width_mult=1.0
 
 "trainer" is `moodtheme.train.train_step` with the run's settings: on CUDA that means bf16
 autocast and channels_last; on a CPU both paths do the same work. "plain" is a bare loop with
@@ -16,7 +17,7 @@ import time
 
 import torch
 
-from moodtheme.config import build_config
+from moodtheme.config import build_config, parse_overrides
 from moodtheme.models import build_model, combined_loss
 from moodtheme.train import make_optimizer, pick_device, train_step
 
@@ -32,10 +33,17 @@ def plain_step(model, optimizer, x, y):
 
 
 def measure(
-    preset: str, steps: int, warmup: int, device_name: str, mode: str, batch: int | None = None
+    preset: str,
+    steps: int,
+    warmup: int,
+    device_name: str,
+    mode: str,
+    batch: int | None = None,
+    extra: dict | None = None,
 ) -> float:
     amp = mode == "trainer"
     overrides = {
+        **(extra or {}),
         "model.pretrained": "none",
         "run.device": device_name,
         "run.amp": amp,
@@ -81,7 +89,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: the preset's)")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides"
+    )
     args = parser.parse_args()
+    extra = parse_overrides(args.set)
     device = pick_device(args.device)
     name = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
@@ -92,13 +104,14 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|")
     for preset in args.presets:
-        config = build_config(preset)
+        config = build_config(preset, extra)
+        label = " ".join([preset, *args.set])
         for batch in args.batch or [config.optim.batch_size]:
-            plain = measure(preset, args.steps, args.warmup, args.device, "plain", batch)
-            trainer = measure(preset, args.steps, args.warmup, args.device, "trainer", batch)
+            plain = measure(preset, args.steps, args.warmup, args.device, "plain", batch, extra)
+            trainer = measure(preset, args.steps, args.warmup, args.device, "trainer", batch, extra)
             epoch_min = PAPER_EPOCH_TRACKS / trainer / 60
             print(
-                f"| {preset} | {config.data.n_mels} x {config.data.input_frames} | "
+                f"| {label} | {config.data.n_mels} x {config.data.input_frames} | "
                 f"{batch} | {plain:.1f} | {trainer:.1f} | {epoch_min:.1f} min |",
                 flush=True,
             )

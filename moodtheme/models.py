@@ -249,10 +249,10 @@ class SmallCNN(Backbone):
     """A plain VGG-style trunk: a stride-2 3x3 convolution, then 3x3 convolutions with
     BatchNorm and ReLU, max-pooled by 2 between stages.
 
-    Not from the paper, and no ImageNet weights exist for it. It is here because a
-    2-core CPU trains it about 3x faster per step than MobileNetV2 at width 0.25 (depthwise
-    convolutions run poorly on CPUs) and it learns the synthetic dataset's signatures within a
-    few hundred steps (docs/synthetic.md, "Learnability"), which makes learning tests affordable.
+    Not from the paper, and no ImageNet weights exist for it. It is here because the quick
+    model trains about twice as fast on a CPU with it as with MobileNetV2 at width 0.25
+    (docs/benchmarks.md) and learns the synthetic dataset's signatures within a few hundred
+    steps (docs/synthetic.md, "Learnability"), which makes learning tests affordable.
     """
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64, 64)) -> None:
