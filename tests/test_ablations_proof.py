@@ -16,22 +16,28 @@ import pytest
 from ablations import run
 from tune.search import RunOptions
 
-# docs/synthetic.md, "Learnability": the quick model learns the local tags slowly and not yet
-# the long-range ones within a CPU budget, so this proof cannot pass yet and
-# would cost CI several minutes to fail. It runs when MOODTHEME_PROOF=1 is set; turn it on for
-# good once the quick preset learns the planted tags in a few hundred steps.
+# docs/synthetic.md, "Why the long-range tags are not learnt on a CPU": given the true motif
+# presence, the attention head learns the planted order (long-range PR-AUC 0.86 against the
+# segment head's 0.20) after tens of thousands of examples, but the whole model had not
+# learnt it after 72 000 examples, 25 CPU-minutes per trial, against CI's 20 minutes for the
+# whole suite. So the proof runs only when MOODTHEME_PROOF=1 is set, on a machine where
+# PROOF_BUDGET can grow.
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         os.environ.get("MOODTHEME_PROOF") != "1",
-        reason="the quick model does not learn the long-range tags within a CPU budget yet "
-        "(docs/synthetic.md, Learnability); set MOODTHEME_PROOF=1 to run the proof",
+        reason="the quick model has not learnt the planted order within 25 CPU-minutes per "
+        "trial (docs/synthetic.md, 'Why the long-range tags are not learnt on a CPU'); set "
+        "MOODTHEME_PROOF=1 to run the proof",
     ),
 ]
 
-# About 330 optimizer steps per trial (4 epochs of the default synthetic train split, batch
-# 8): 2 arms x 2 seeds on 2 CPU cores is about 6 minutes. Augmentation is off to learn faster.
+# The small_cnn backbone learns the local signatures within a few hundred steps
+# (tests/test_learning.py); augmentation is off to learn faster. 4 epochs is where a
+# CPU run would have to stop; raise optim.epochs (and the dataset) on a GPU machine.
 PROOF_BUDGET = {
+    "model.backbone": "small_cnn",
+    "model.width_mult": 1.0,
     "optim.epochs": 4,
     "optim.switch_epoch": None,
     "augment.mixup_alpha": 0.0,
