@@ -22,14 +22,15 @@ import numpy as np
 import torch
 
 from moodtheme.augment import EvalTransform
-from moodtheme.config import Config, build_config, parse_overrides
+from moodtheme.config import Config, ConfigError, build_config, parse_overrides
 from moodtheme.data.melspec import make_loader
 from moodtheme.data.synth import (
     Design,
     Nuisance,
     Plan,
     Signature,
-    _add_event,
+    SynthError,
+    add_event,
     cache_root,
     cached_dataset,
     generate,
@@ -37,11 +38,12 @@ from moodtheme.data.synth import (
     render_track,
 )
 from moodtheme.evaluate import per_tag_auc
-from moodtheme.models import build_model, init_output_bias, predict_proba
+from moodtheme.models import build_model, init_output_bias
 from moodtheme.train import (
     load_tables,
     make_datasets,
     make_optimizer,
+    probabilities,
     run_inference,
     seed_everything,
     train_step,
@@ -73,11 +75,12 @@ def group_scores(
 
 
 def positives_vs_decoys(
-    labels: np.ndarray, probs: np.ndarray, carriers: dict[int, np.ndarray]
+    labels: np.ndarray, probs: np.ndarray, decoys: dict[int, np.ndarray]
 ) -> float:
-    """Mean over long-range tags of the ROC-AUC on positives and decoys only."""
+    """Mean over long-range tags (column -> decoy mask) of the ROC-AUC on positives and
+    decoys only."""
     scores = []
-    for column, decoy in carriers.items():
+    for column, decoy in decoys.items():
         keep = labels[:, column].astype(bool) | decoy
         roc, _ = per_tag_auc(labels[keep][:, [column]].astype(bool), probs[keep][:, [column]])
         scores.append(roc[0])
@@ -116,7 +119,7 @@ def motif_probe(
             )
             level = rng.uniform(*design.motif_level_db)
             start = segment * width + (width - design.motif_frames) // 2
-            _add_event(power, profile, start, design.motif_frames, level, signature.am_period, rng)
+            add_event(power, profile, start, design.motif_frames, level, signature.am_period, rng)
             x = torch.from_numpy(transform((10.0 * np.log10(power)).astype(np.float32)))
             with torch.no_grad():
                 rows.append(model.embed_segments(x[None, None])[0, segment].numpy())
@@ -173,7 +176,7 @@ def main() -> None:
     tags = tables["test"].tags
     columns = {g: [tags.index(t) for t in planted[g]] for g in ("local", "long_range")}
     test_ids = np.asarray(tables["test"].track_ids)
-    carriers = {
+    decoys = {
         tags.index(t): np.isin(test_ids, planted["decoys"]["test"][t])
         for t in planted["long_range"]
     }
@@ -203,18 +206,17 @@ def main() -> None:
             step += 1
             if step % args.every == 0 or step == args.steps:
                 logits, labels = run_inference(model, test, device, config)
-                heads = {
-                    "combined": predict_proba({h: torch.from_numpy(v) for h, v in logits.items()})
-                }
-                heads.update({h: torch.sigmoid(torch.from_numpy(v)) for h, v in logits.items()})
+                heads = {"combined": probabilities(logits)}
+                heads.update(
+                    {h: torch.sigmoid(torch.from_numpy(v)).numpy() for h, v in logits.items()}
+                )
                 minutes = (time.time() - started) / 60
-                for head, probs in heads.items():
-                    p = probs.numpy()
+                for head, p in heads.items():
                     g = group_scores(labels, p, columns)
                     print(
                         f"| {step} | {minutes:.1f} | {head} | {g['local'][0]:.3f} / "
                         f"{g['local'][1]:.3f} | {g['long_range'][0]:.3f} / "
-                        f"{g['long_range'][1]:.3f} | {positives_vs_decoys(labels, p, carriers):.3f} |",
+                        f"{g['long_range'][1]:.3f} | {positives_vs_decoys(labels, p, decoys):.3f} |",
                         flush=True,
                     )
                 if args.probe:
@@ -226,4 +228,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConfigError, SynthError) as err:
+        raise SystemExit(f"error: {err}") from None

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from moodtheme.config import build_config, parse_overrides
+from moodtheme.config import ConfigError, build_config, parse_overrides
 from moodtheme.models import build_model, combined_loss
 from moodtheme.train import make_optimizer, pick_device, train_step
 
@@ -94,6 +94,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     extra = parse_overrides(args.set)
+    configs = {preset: build_config(preset, extra) for preset in args.presets}  # fail early
     device = pick_device(args.device)
     name = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
@@ -103,8 +104,7 @@ def main() -> None:
         "| preset | input | batch | plain loop samples/s | trainer samples/s | paper epoch (9949 tracks) |"
     )
     print("|---|---|---|---|---|---|")
-    for preset in args.presets:
-        config = build_config(preset, extra)
+    for preset, config in configs.items():
         label = " ".join([preset, *args.set])
         for batch in args.batch or [config.optim.batch_size]:
             plain = measure(preset, args.steps, args.warmup, args.device, "plain", batch, extra)
@@ -118,4 +118,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None

@@ -276,7 +276,7 @@ def decoy_flags(track_id: int, plan: Plan, seed: int, design: Design) -> dict[st
 # ----------------------------------------------------------------------------- rendering
 
 
-def _add_event(
+def add_event(
     power: np.ndarray,
     profile: np.ndarray,
     start: int,
@@ -285,6 +285,7 @@ def _add_event(
     am_period: float,
     rng: np.random.Generator,
 ) -> None:
+    """Add one event of ``profile`` (relative power per mel bin) to ``power`` in place."""
     # A flat event with raised-cosine edges and a random-phase amplitude modulation: both are
     # symmetric in time, so a reversed arrangement of motifs is not visible inside one motif.
     t = np.arange(length, dtype=np.float64)
@@ -339,7 +340,7 @@ def render_track(
         for _ in range(max(1, rng.poisson(frames / design.local_event_spacing))):
             length = max(4, round(rng.uniform(*design.local_event_frames) * stretch))
             start = int(rng.integers(0, frames - length + 1))
-            _add_event(
+            add_event(
                 power,
                 profile,
                 start,
@@ -369,7 +370,7 @@ def render_track(
                 (trailing, profiles[1], centre + design.order_gap),
             ):
                 start = round(at - motif / 2)
-                _add_event(power, profile, start, motif, level(), signature.am_period, rng)
+                add_event(power, profile, start, motif, level(), signature.am_period, rng)
             centre += design.order_period
 
     # Untagged distractors, so that energy in a band is not by itself a tag.
@@ -382,7 +383,7 @@ def render_track(
         )
         length = int(rng.integers(*nuisance.distractor_frames, endpoint=True))
         start = int(rng.integers(-length // 2, frames - length // 2))
-        _add_event(
+        add_event(
             power,
             distractor.profile(0.0, width),
             start,
