@@ -1,16 +1,17 @@
-"""How many examples the AMLAG attention head needs to learn the planted order, on ideal inputs.
+"""How many examples the AMLAG attention head needs to learn a planted long-range kind, on
+ideal inputs.
 
     python benchmarks/order_oracle.py                              # the default design
-    python benchmarks/order_oracle.py --decoy-share 0.3 --examples 20000 --batch 32 --noise 0.1
+    python benchmarks/order_oracle.py --kind order --decoy-share 0.3 --examples 20000 --batch 32
 
 The backbone is replaced by the truth: each of the quick preset's 8 segments is described by
 the presence of the 16 long-range motifs (8 tags x first/second) in it, plus Gaussian noise,
-laid out as the generator lays them out (``Design``: motif length, gap, period, random phase,
-decoys with the motifs swapped). A linear + ReLU embedding feeds the quick preset's
-:class:`AttentionHead` (or, with ``--head segment``, the order-blind :class:`SegmentHead`).
+laid out by the generator's own :func:`moodtheme.data.synth.motif_schedule` (``--kind``
+exclusive or order, decoys as the generator makes them). A linear + ReLU embedding feeds the
+quick preset's :class:`AttentionHead` (or, with ``--head segment``, the :class:`SegmentHead`).
 Positives are drawn at the long-range tags' real frequency (6.5%). The output is test ROC-AUC
-and PR-AUC over the 8 tags at eight points of training; the order-blind ROC-AUC bound is
-``1 - decoy_share / 2``.
+and PR-AUC over the 8 tags at eight points of training; a segment-average model's ROC-AUC is
+bounded by ``1 - decoy_share / 2``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moodtheme.data.synth import Design
+from moodtheme.data.synth import Design, motif_schedule
 from moodtheme.evaluate import per_tag_auc
 from moodtheme.models import AttentionHead, SegmentHead
 
@@ -31,7 +32,7 @@ SEGMENTS = 8
 POSITIVE_RATE = 0.065
 
 
-def sample(n: int, decoy_share: float, noise: float, rng: np.random.Generator, design: Design):
+def sample(n: int, noise: float, rng: np.random.Generator, design: Design):
     """``n`` examples: per-segment motif presence ``[n, 8, 16]`` and labels ``[n, 8]``."""
     frames = SEGMENTS * design.segment_frames
     x = np.zeros((n, SEGMENTS, 2 * TAGS), np.float32)
@@ -39,23 +40,18 @@ def sample(n: int, decoy_share: float, noise: float, rng: np.random.Generator, d
     for i in range(n):
         for tag in range(TAGS):
             u = rng.random()
-            if u >= POSITIVE_RATE + (1 - POSITIVE_RATE) * decoy_share:
+            if u >= POSITIVE_RATE + (1 - POSITIVE_RATE) * design.decoy_share:
                 continue  # not a carrier
             positive = u < POSITIVE_RATE
             y[i, tag] = positive
-            lead, trail = (2 * tag, 2 * tag + 1) if positive else (2 * tag + 1, 2 * tag)
             active = np.zeros((2, frames), bool)
-            start = int(rng.integers(0, design.order_period)) - 2 * design.order_period
-            while start < frames:
-                for which, offset in ((0, 0), (1, design.order_gap)):
-                    lo = max(start + offset, 0)
-                    hi = min(start + offset + design.motif_frames, frames)
-                    if lo < hi:
-                        active[which, lo:hi] = True
-                start += design.order_period
+            for which, centre in motif_schedule(frames, 0, 1, positive, rng, design):
+                start = round(centre - design.motif_frames / 2)
+                lo, hi = max(start, 0), min(start + design.motif_frames, frames)
+                if lo < hi:
+                    active[which, lo:hi] = True
             per_segment = active.reshape(2, SEGMENTS, design.segment_frames).any(axis=2)
-            x[i, :, lead] = per_segment[0]
-            x[i, :, trail] = per_segment[1]
+            x[i, :, 2 * tag : 2 * tag + 2] = per_segment.T
     x += rng.normal(0.0, noise, x.shape).astype(np.float32)
     return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -63,6 +59,7 @@ def sample(n: int, decoy_share: float, noise: float, rng: np.random.Generator, d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--decoy-share", type=float, default=Design().decoy_share)
+    parser.add_argument("--kind", choices=("exclusive", "order"), default=Design().long_range_kind)
     parser.add_argument("--examples", type=int, default=664, help="training examples")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2000)
@@ -76,9 +73,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    design = Design()
-    x_train, y_train = sample(args.examples, args.decoy_share, args.noise, rng, design)
-    x_test, y_test = sample(2000, args.decoy_share, args.noise, rng, design)
+    design = Design(decoy_share=args.decoy_share, long_range_kind=args.kind)
+    x_train, y_train = sample(args.examples, args.noise, rng, design)
+    x_test, y_test = sample(2000, args.noise, rng, design)
 
     dim = 64  # the quick preset's embed_dim, heads and ff_dim
     dropouts = {}
@@ -95,7 +92,7 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(2 * TAGS, dim), nn.ReLU(), head)
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
     print(
-        f"{args.head} head, {args.examples} examples, decoy share {args.decoy_share:g} "
+        f"{args.head} head, {args.kind} tags, {args.examples} examples, decoy share {args.decoy_share:g} "
         f"(order-blind ROC bound {1 - args.decoy_share / 2:.2f}), noise {args.noise:g}, "
         f"batch {args.batch}, lr {args.lr:g}"
     )

@@ -25,6 +25,7 @@ from moodtheme.augment import EvalTransform
 from moodtheme.config import Config, ConfigError, build_config, parse_overrides
 from moodtheme.data.melspec import make_loader
 from moodtheme.data.synth import (
+    GENERATOR_VERSION,
     Design,
     Nuisance,
     Plan,
@@ -56,14 +57,15 @@ RECIPE = {
 }
 
 
-def dataset(tracks: int, decoy_share: float, folder: Path | None) -> Path:
-    """The synthetic dataset with this decoy share, generated on first use."""
-    if folder is None and decoy_share == Design().decoy_share:
+def dataset(tracks: int, design: Design, folder: Path | None) -> Path:
+    """The synthetic dataset with this design, generated on first use."""
+    if folder is None and design == Design():
         return cached_dataset(tracks)
-    root = folder or cache_root() / f"planted-{tracks}-decoys{decoy_share:g}"
+    name = f"planted-v{GENERATOR_VERSION}-{tracks}-{design.long_range_kind}-{design.decoy_share:g}"
+    root = folder or cache_root() / name
     if not (root / "planted.json").is_file():
-        print(f"generating {tracks} tracks (decoy share {decoy_share:g}) in {root}", flush=True)
-        generate(root, tracks=tracks, design=Design(decoy_share=decoy_share))
+        print(f"generating {tracks} tracks ({design}) in {root}", flush=True)
+        generate(root, tracks=tracks, design=design)
     return root
 
 
@@ -154,19 +156,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tracks", type=int, default=1200)
     parser.add_argument("--decoy-share", type=float, default=Design().decoy_share)
+    parser.add_argument("--kind", choices=("exclusive", "order"), default=Design().long_range_kind)
     parser.add_argument("--data", type=Path, help="dataset folder (default: in the cache)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--every", type=int, default=500, help="score the test split every N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="e.g. cuda")
+    parser.add_argument("--workers", type=int, default=0, help="data loader processes")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
+    parser.add_argument(
+        "--predictions", type=Path, help="save the last scoring's test predictions (.npz)"
+    )
     parser.add_argument(
         "--probe", action="store_true", help="also probe the embeddings' motif separability"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    root = dataset(args.tracks, args.decoy_share, args.data)
+    design = Design(decoy_share=args.decoy_share, long_range_kind=args.kind)
+    root = dataset(args.tracks, design, args.data)
     overrides = {**RECIPE, **parse_overrides(args.set), "data.root": str(root)}
     config = build_config("quick", {**overrides, "run.seed": args.seed})
     seed_everything(args.seed)
@@ -181,13 +190,14 @@ def main() -> None:
         for t in planted["long_range"]
     }
 
+    device = torch.device(args.device)
     model = build_model(config.model, config.data.input_frames)
     init_output_bias(model, tables["train"].labels)
-    device = torch.device("cpu")
+    model.to(device)
     optimizer = make_optimizer(config.optim.optimizer, model.parameters(), config.optim.lr, config)
     batch = config.optim.batch_size
-    train = make_loader(datasets["train"], batch, True, 0, args.seed, drop_last=True)
-    test = make_loader(datasets["test"], 64, False, 0, args.seed)
+    train = make_loader(datasets["train"], batch, True, args.workers, args.seed, drop_last=True)
+    test = make_loader(datasets["test"], 64, False, args.workers, args.seed)
     print(f"{root}: {', '.join(f'{len(t)} {s}' for s, t in tables.items())}; {overrides}")
     print("| step | minutes | head | local ROC / PR | long-range ROC / PR | pos-vs-decoy ROC |")
     print("|---:|---:|---|---|---|---:|", flush=True)
@@ -219,6 +229,8 @@ def main() -> None:
                         f"{g['long_range'][1]:.3f} | {positives_vs_decoys(labels, p, decoys):.3f} |",
                         flush=True,
                     )
+                if args.predictions:
+                    np.savez(args.predictions, labels=labels, ids=test_ids, **heads)
                 if args.probe:
                     scores = motif_probe(model, planted, config, seed=args.seed)
                     print(f"| {step} | motif probe accuracy: {scores} |", flush=True)

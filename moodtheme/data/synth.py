@@ -7,8 +7,10 @@ relative durations are a subsample of the real split, so class imbalance and tag
 co-occurrence are real. The spectrograms are synthetic, with three kinds of tags:
 
 * local tags: a tag-specific spectral signature in short events at random times;
-* long-range tags: two motifs whose ORDER carries the label, so no single 32-frame segment
-  tells a positive from a decoy (a negative with the motifs reversed);
+* long-range tags: two motifs in different segments. A positive repeats one of them, a decoy
+  (a negative) alternates both, so no single 32-frame segment tells a positive from a decoy,
+  and neither does any sum of per-segment evidence (``Design.long_range_kind="order"``
+  plants the motifs' order instead);
 * every other tag: nothing planted.
 
 ``ROOT/planted.json`` records which tag is which, the signatures and the nuisance ranges;
@@ -31,15 +33,15 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from moodtheme.data.jamendo import SUBSETS, SplitError, SplitTable, load_tags, read_split, split_tsv
 
 # Bump whenever the bytes written for the same parameters change: it renames the cache folder.
-GENERATOR_VERSION = 3
-PLANTED_VERSION = 1
+GENERATOR_VERSION = 4
+PLANTED_VERSION = 2
 FRAMES_PER_SECOND = 12000 / 256  # 46.875: essentia melspecs at 12 kHz, hop 256
 N_MELS = 96
 DEFAULT_TRACKS = 1200
@@ -47,6 +49,9 @@ DEFAULT_SCALE = 0.03  # median track ~285 frames, a bit longer than the quick pr
 DEFAULT_SEED = 0
 PLANTED_FILE = "planted.json"
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
+
+
+M = TypeVar("M")  # a motif: a Signature when rendering, any label when only laying out
 
 
 class SynthError(ValueError):
@@ -57,10 +62,19 @@ class SynthError(ValueError):
 class Design:
     """Where and how the effects are planted; tuned for the quick preset (8 x 32 frames).
 
-    Every length is in frames. ``order_gap`` is the distance between the centres of a
-    long-range tag's first and second motif; the next first motif follows the second after
-    ``order_period - order_gap``. Both gaps minus a motif exceed a segment, so two motifs of
-    one tag never share a 32-frame segment.
+    Every length is in frames. ``long_range_kind`` says what tells a long-range positive
+    from its decoy, which carries the same two motifs:
+
+    * ``"exclusive"``: a positive repeats ONE of its tag's two motifs, a decoy alternates
+      both, a motif every ``motif_spacing`` frames. Any model that sums per-segment evidence
+      scores a decoy between the two kinds of positive; pooling the segments before a
+      non-linearity (self-attention) tells them apart.
+    * ``"order"``: ``order_gap`` is the distance between the centres of the first and the
+      second motif, and the next first motif follows after ``order_period - order_gap``; a
+      decoy swaps the two. Only a model that sees the segments' positions can tell.
+
+    The gaps minus a motif exceed a segment, so two motifs of one tag never share a 32-frame
+    segment.
     """
 
     input_frames: int = 256  # the model input the design targets (recorded, not enforced)
@@ -74,9 +88,11 @@ class Design:
     local_event_spacing: float = 30.0
     local_level_db: tuple[float, float] = (-10.0, 0.0)
     motif_frames: int = 24
+    long_range_kind: Literal["exclusive", "order"] = "exclusive"
+    motif_spacing: int = 96
     order_period: int = 192
     order_gap: int = 64
-    decoy_share: float = 0.8
+    decoy_share: float = 0.3
     motif_level_db: tuple[float, float] = (-14.0, -2.0)
     peak_width_bins: float = 0.8
     # "compact": a signature's peaks sit within a few bins, and signatures differ in the
@@ -301,6 +317,36 @@ def add_event(
         power[:, lo:hi] += scaled
 
 
+def motif_schedule(
+    frames: int,
+    first: M,
+    second: M,
+    positive: bool,
+    rng: np.random.Generator,
+    design: Design,
+) -> list[tuple[M, float]]:
+    """The motifs of one long-range tag in a positive or decoy track, with their centres.
+
+    ``"order"``: first, second ``order_gap`` later, repeated every ``order_period``; a decoy
+    swaps them. ``"exclusive"``: a motif every ``motif_spacing`` frames, always the same one
+    (drawn at random) in a positive, alternating in a decoy.
+    """
+    if design.long_range_kind == "order":
+        leading, trailing = (first, second) if positive else (second, first)
+        steps = [(leading, 0.0), (trailing, float(design.order_gap))]
+        period = float(design.order_period)
+    else:
+        one, other = (first, second) if rng.random() < 0.5 else (second, first)
+        steps = [(one, 0.0), (one if positive else other, float(design.motif_spacing))]
+        period = 2.0 * design.motif_spacing
+    schedule = []
+    centre = rng.uniform(0, period) - period
+    while centre - design.motif_frames < frames:  # a motif is at most 1.2 x motif_frames long
+        schedule += [(signature, centre + offset) for signature, offset in steps]
+        centre += period
+    return schedule
+
+
 def render_track(
     frames: int,
     positives: set[str],
@@ -351,27 +397,18 @@ def render_track(
             )
 
     # Long-range motifs repeat with a random phase per tag and track: the time between two
-    # tags' motifs is then independent of either tag's order, so which motifs share a
-    # segment says nothing about the labels (fixed slots would leak it).
+    # tags' motifs is then independent of either tag's labels, so which motifs share a
+    # segment says nothing about them (fixed slots would leak it).
     motif = max(4, round(design.motif_frames * stretch))
     for tag, (first, second) in plan.long_range.items():
-        if tag in positives:
-            leading, trailing = first, second
-        elif tag in decoys:
-            leading, trailing = second, first
-        else:
+        if tag not in positives and tag not in decoys:
             continue
-        profiles = (leading.profile(shift, width), trailing.profile(shift, width))
-        phase = rng.uniform(0, design.order_period)
-        centre = phase - design.order_period
-        while centre - motif / 2 < frames:
-            for signature, profile, at in (
-                (leading, profiles[0], centre),
-                (trailing, profiles[1], centre + design.order_gap),
-            ):
-                start = round(at - motif / 2)
-                add_event(power, profile, start, motif, level(), signature.am_period, rng)
-            centre += design.order_period
+        for signature, centre in motif_schedule(
+            frames, first, second, tag in positives, rng, design
+        ):
+            start = round(centre - motif / 2)
+            profile = signature.profile(shift, width)
+            add_event(power, profile, start, motif, level(), signature.am_period, rng)
 
     # Untagged distractors, so that energy in a band is not by itself a tag.
     for _ in range(rng.poisson(frames / nuisance.distractor_spacing)):
@@ -434,13 +471,20 @@ def generate(
         raise SynthError(
             f"Design.signature_layout={design.signature_layout!r}: use 'compact' or 'spread'"
         )
+    if design.long_range_kind not in ("exclusive", "order"):
+        raise SynthError(
+            f"Design.long_range_kind={design.long_range_kind!r}: use 'exclusive' or 'order'"
+        )
     longest_motif = round(design.motif_frames * nuisance.time_stretch[1])
-    shortest_gap = min(design.order_gap, design.order_period - design.order_gap)
+    if design.long_range_kind == "order":
+        shortest_gap = min(design.order_gap, design.order_period - design.order_gap)
+        gaps = f"Design.order_gap={design.order_gap} and order_period={design.order_period}"
+    else:
+        shortest_gap, gaps = design.motif_spacing, f"Design.motif_spacing={design.motif_spacing}"
     if shortest_gap - longest_motif < design.segment_frames:
         raise SynthError(
-            f"Design.order_gap={design.order_gap} and order_period={design.order_period} leave "
-            f"less than a segment ({design.segment_frames} frames) between motifs of "
-            f"{longest_motif} frames, so one segment could see their order"
+            f"{gaps} leave less than a segment ({design.segment_frames} frames) between motifs "
+            f"of {longest_motif} frames, so one segment could hold both motifs of a tag"
         )
     out_dir = Path(out_dir)
     if tracks < len(SUBSETS):
@@ -514,7 +558,7 @@ def generate(
         },
         "local": sorted(plan.local),
         "long_range": sorted(plan.long_range),
-        "long_range_kinds": {tag: "order" for tag in sorted(plan.long_range)},
+        "long_range_kinds": {tag: design.long_range_kind for tag in sorted(plan.long_range)},
         "unplanted": [t for t in tags if t not in plan.local and t not in plan.long_range],
         "signatures": {
             "local": {tag: asdict(s) for tag, s in plan.local.items()},
@@ -525,7 +569,8 @@ def generate(
         },
         "design": asdict(design),
         "nuisance": asdict(nuisance),
-        "orderless_roc_auc_bound": 1.0 - design.decoy_share / 2.0,
+        # A decoy scores like a positive for any model that averages per-segment predictions.
+        "segment_average_roc_auc_bound": 1.0 - design.decoy_share / 2.0,
         "decoys": decoys,
     }
     text = json.dumps(planted, indent=1, sort_keys=True)

@@ -1,0 +1,91 @@
+"""The ablation report for the self-attention ablation, from planted_learning.py predictions.
+
+    python benchmarks/planted_ablation.py --data ROOT --out DIR \\
+        --reference ref-0.npz ref-1.npz ref-2.npz --variant noattn-0.npz noattn-1.npz noattn-2.npz
+
+Ray cannot be installed on the lent GPU machines, so the proof's budget (all of split 0, a
+few hundred thousand examples) is trained there with ``benchmarks/planted_learning.py
+--predictions FILE`` (one file per seed, with and without ``model.attention.enabled=false``).
+This script puts those predictions through the suite's own statistics and report
+(:func:`ablations.report.compute_effects`, :func:`ablations.report.write_report`), with the
+planted groups of ``ROOT/planted.json``, and prints what tests/test_ablations_proof.py asserts.
+File ``i`` of each list is seed ``i``; the two lists must pair the same seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ablations.report import OK, TrialResult, compute_effects, write_report
+from ablations.run import resolve_data
+from ablations.suite import plan_suite, select
+from moodtheme.data.jamendo import load_tags
+from moodtheme.evaluate import auc_metrics
+
+
+def trial(arm: str, seed: int, predictions: Path, out: Path) -> TrialResult:
+    """A finished trial whose run folder holds ``predictions``' combined test output."""
+    saved = np.load(predictions)
+    labels, probs = saved["labels"].astype(bool), saved["combined"]
+    run_dir = out / "outputs" / f"{arm}.seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.save(run_dir / "test_groundtruth.npy", labels)
+    np.save(run_dir / "test_predictions.npy", probs)
+    # The same names as moodtheme.train.final_predictions writes.
+    metrics = {
+        f"test_{name.lower().replace('-', '_')}": value
+        for name, value in auc_metrics(labels, probs).items()
+    }
+    return TrialResult(arm, seed, OK, run_dir, {**metrics, "source": str(predictions)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="a synthetic root with planted.json")
+    parser.add_argument("--out", type=Path, required=True, help="report folder")
+    parser.add_argument("--reference", type=Path, nargs="+", required=True)
+    parser.add_argument("--variant", type=Path, nargs="+", required=True)
+    parser.add_argument("--n-boot", type=int, default=2000)
+    args = parser.parse_args()
+    if len(args.reference) != len(args.variant):
+        raise SystemExit("error: --reference and --variant need one file per seed each")
+
+    _, groups = resolve_data(args.data)
+    plan = plan_suite(select(["self-attention"]), "quick", len(args.reference))
+    (comparison,) = plan.comparisons
+    trials = [
+        trial(arm, seed, path, args.out)
+        for arm, paths in (
+            (comparison.reference, args.reference),
+            (comparison.variant, args.variant),
+        )
+        for seed, path in enumerate(paths)
+    ]
+    tags = load_tags()
+    effects = compute_effects(plan, trials, tags, groups, n_boot=args.n_boot)
+    settings = {"source": "benchmarks/planted_learning.py predictions", "data": args.data}
+    files = write_report(
+        args.out,
+        "planted self-attention",
+        plan,
+        trials,
+        effects,
+        tags,
+        settings,
+        args.n_boot,
+        groups,
+    )
+    (effect,) = effects
+    for group in ("long_range", "local"):
+        b = effect.groups[group]["pr_auc"]
+        print(f"{group} PR-AUC delta {b.delta:+.4f} [{b.low:+.4f}, {b.high:+.4f}] p={b.p_value:g}")
+    b = effect.contrasts["long_range - local"]["pr_auc"]
+    print(f"long_range - local {b.delta:+.4f} [{b.low:+.4f}, {b.high:+.4f}] p={b.p_value:g}")
+    print(f"report: {files['report']}")
+
+
+if __name__ == "__main__":
+    main()
