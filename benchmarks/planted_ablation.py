@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ablations.report import OK, TrialResult, compute_effects, write_report
-from ablations.run import resolve_data
+from ablations.run import RunError, resolve_data
 from ablations.suite import plan_suite, select
 from moodtheme.data.jamendo import load_tags
 from moodtheme.evaluate import auc_metrics
@@ -52,8 +52,16 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.reference) != len(args.variant):
         raise SystemExit("error: --reference and --variant need one file per seed each")
+    missing = [str(f) for f in (*args.reference, *args.variant) if not f.is_file()]
+    if missing:
+        raise SystemExit(f"error: no such predictions file: {', '.join(missing)}")
 
-    _, groups = resolve_data(args.data)
+    try:
+        _, groups = resolve_data(args.data)
+    except RunError as err:
+        raise SystemExit(f"error: {err}") from None
+    if not groups:
+        raise SystemExit(f"error: --data {args.data}: no planted.json; give a synthetic root")
     plan = plan_suite(select(["self-attention"]), "quick", len(args.reference))
     (comparison,) = plan.comparisons
     trials = [

@@ -1,15 +1,19 @@
 """Learning curves of the quick model on the synthetic dataset's planted tags, per head.
 
     python benchmarks/planted_learning.py --set model.backbone=small_cnn model.width_mult=1.0
-    python benchmarks/planted_learning.py --tracks 1200 --decoy-share 0.4 --steps 4000 \\
-        --set model.backbone=small_cnn model.width_mult=1.0
+    python benchmarks/planted_learning.py --tracks 17982 --steps 5000 --every 2500 \\
+        --device cuda --workers 2 --predictions ref-0.npz \\
+        --set model.backbone=small_cnn model.width_mult=1.0 optim.batch_size=32
 
 Trains the quick preset (mixup, SpecAugment and the optimizer switch off) on a synthetic
-dataset generated with the given ``Design.decoy_share``, and every ``--every`` steps scores the
-test split: ROC-AUC and PR-AUC over the planted local and long-range tags, for the combined
-prediction and each head, and the ROC-AUC between long-range positives and their decoys (0.5
-for any order-blind model; docs/synthetic.md). This is what shows whether self-attention has
-learnt the planted order: its positives-vs-decoys score pulls away from the segment head's.
+dataset generated with the given ``Design.long_range_kind`` (``--kind``) and
+``Design.decoy_share``, and every ``--every`` steps scores the test split: ROC-AUC and PR-AUC
+over the planted local and long-range tags, for the combined prediction and each head, and
+the ROC-AUC between long-range positives and their decoys (0.5 for a segment-average model, up
+to the tags' real co-occurrence; docs/synthetic.md). This is what shows whether self-attention
+has learnt the planted relation: its positives-vs-decoys score pulls away from the segment
+head's. ``--predictions FILE`` keeps the last scoring's test predictions for
+``benchmarks/planted_ablation.py``.
 """
 
 from __future__ import annotations
