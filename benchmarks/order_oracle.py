@@ -93,7 +93,7 @@ def main() -> None:
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
     print(
         f"{args.head} head, {args.kind} tags, {args.examples} examples, decoy share {args.decoy_share:g} "
-        f"(order-blind ROC bound {1 - args.decoy_share / 2:.2f}), noise {args.noise:g}, "
+        f"(segment-average ROC bound {1 - args.decoy_share / 2:.2f}), noise {args.noise:g}, "
         f"batch {args.batch}, lr {args.lr:g}"
     )
     print("| step | examples seen | ROC-AUC | PR-AUC |\n|---:|---:|---:|---:|")
