@@ -24,6 +24,7 @@ from ablations.run import RunError, resolve_data
 from ablations.suite import plan_suite, select
 from moodtheme.data.jamendo import load_tags
 from moodtheme.evaluate import auc_metrics
+from moodtheme.train import metric_key
 
 
 def trial(arm: str, seed: int, predictions: Path, out: Path) -> TrialResult:
@@ -34,12 +35,8 @@ def trial(arm: str, seed: int, predictions: Path, out: Path) -> TrialResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     np.save(run_dir / "test_groundtruth.npy", labels)
     np.save(run_dir / "test_predictions.npy", probs)
-    # The same names as moodtheme.train.final_predictions writes.
-    metrics = {
-        f"test_{name.lower().replace('-', '_')}": value
-        for name, value in auc_metrics(labels, probs).items()
-    }
-    return TrialResult(arm, seed, OK, run_dir, {**metrics, "source": str(predictions)})
+    metrics = {metric_key("test", name): v for name, v in auc_metrics(labels, probs).items()}
+    return TrialResult(arm, seed, OK, run_dir, metrics)
 
 
 def main() -> None:
@@ -74,7 +71,8 @@ def main() -> None:
     ]
     tags = load_tags()
     effects = compute_effects(plan, trials, tags, groups, n_boot=args.n_boot)
-    settings = {"source": "benchmarks/planted_learning.py predictions", "data": args.data}
+    sources = ", ".join(str(f) for f in (*args.reference, *args.variant))
+    settings = {"predictions (benchmarks/planted_learning.py)": sources, "data": args.data}
     files = write_report(
         args.out,
         "planted self-attention",

@@ -597,6 +597,12 @@ def score_split(
     return auc_metrics(groundtruth, predictions)
 
 
+def metric_key(prefix: str, official: str) -> str:
+    """``final_metrics.json``'s name for an official metric: ("test", "PR-AUC-macro") ->
+    "test_pr_auc_macro"."""
+    return f"{prefix}_{official.lower().replace('-', '_')}"
+
+
 def final_predictions(
     config: Config,
     model: torch.nn.Module,
@@ -619,7 +625,7 @@ def final_predictions(
             labels[s].astype(bool), probs[s], apply_thresholds(probs[s], thresholds)
         )
         for name, value in metrics.items():
-            final[f"{prefix}_{name.lower().replace('-', '_')}"] = float(value)
+            final[metric_key(prefix, name)] = float(value)
     (out_dir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
     return final
 
