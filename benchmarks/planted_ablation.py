@@ -3,10 +3,10 @@
     python benchmarks/planted_ablation.py --data ROOT --out DIR \\
         --reference ref-0.npz ref-1.npz ref-2.npz --variant noattn-0.npz noattn-1.npz noattn-2.npz
 
-Ray cannot be installed on the lent GPU machines, so the proof's budget (all of split 0, a
-few hundred thousand examples) is trained there with ``benchmarks/planted_learning.py
---predictions FILE`` (one file per seed, with and without ``model.attention.enabled=false``).
-This script puts those predictions through the suite's own statistics and report
+For a GPU machine without Ray (tests/test_ablations_proof.py needs it): the proof's budget
+(all of split 0, about 160 000 examples per trial) is trained there with
+``benchmarks/planted_learning.py --predictions FILE`` (one file per seed, with and without
+``model.attention.enabled=false``). This script puts those predictions through the suite's own statistics and report
 (:func:`ablations.report.compute_effects`, :func:`ablations.report.write_report`), with the
 planted groups of ``ROOT/planted.json``, and prints what tests/test_ablations_proof.py asserts.
 File ``i`` of each list is seed ``i``; the two lists must pair the same seeds.
