@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moodtheme.data.synth import Design, motif_schedule
+from moodtheme.data.synth import LONG_RANGE_KINDS, Design, motif_schedule
 from moodtheme.evaluate import per_tag_auc
 from moodtheme.models import AttentionHead, SegmentHead
 
@@ -74,7 +74,7 @@ class PooledHead(nn.Module):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--decoy-share", type=float, default=Design().decoy_share)
-    parser.add_argument("--kind", choices=("exclusive", "order"), default=Design().long_range_kind)
+    parser.add_argument("--kind", choices=LONG_RANGE_KINDS, default=Design().long_range_kind)
     parser.add_argument("--examples", type=int, default=664, help="training examples")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2000)

@@ -30,6 +30,7 @@ from moodtheme.config import Config, ConfigError, build_config, parse_overrides
 from moodtheme.data.melspec import make_loader
 from moodtheme.data.synth import (
     GENERATOR_VERSION,
+    LONG_RANGE_KINDS,
     Design,
     Nuisance,
     Plan,
@@ -160,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tracks", type=int, default=1200)
     parser.add_argument("--decoy-share", type=float, default=Design().decoy_share)
-    parser.add_argument("--kind", choices=("exclusive", "order"), default=Design().long_range_kind)
+    parser.add_argument("--kind", choices=LONG_RANGE_KINDS, default=Design().long_range_kind)
     parser.add_argument("--data", type=Path, help="dataset folder (default: in the cache)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--every", type=int, default=500, help="score the test split every N")
@@ -178,6 +179,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    if args.predictions and not args.predictions.parent.is_dir():
+        parser.error(f"--predictions {args.predictions}: no folder {args.predictions.parent}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
     design = Design(decoy_share=args.decoy_share, long_range_kind=args.kind)
     root = dataset(args.tracks, design, args.data)
     overrides = {**RECIPE, **parse_overrides(args.set), "data.root": str(root)}

@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 PROOF_TRACKS = 17982  # all of split 0: 9949 training tracks
-# The budget of the measured GPU run (benchmarks/planted_ablation.py in docs/synthetic.md):
+# The budget of the measured GPU run (benchmarks/planted_ablation.py, docs/ablations.md):
 # small_cnn, batch 32, about 5000 steps (16 epochs of 311), Adam only, no augmentation.
 PROOF_BUDGET = {
     "model.backbone": "small_cnn",

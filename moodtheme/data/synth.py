@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 import numpy as np
 
@@ -51,6 +51,8 @@ PLANTED_FILE = "planted.json"
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 
 
+LongRangeKind = Literal["exclusive", "order"]
+LONG_RANGE_KINDS: tuple[str, ...] = get_args(LongRangeKind)
 M = TypeVar("M")  # a motif: a Signature when rendering, any label when only laying out
 
 
@@ -88,7 +90,7 @@ class Design:
     local_event_spacing: float = 30.0
     local_level_db: tuple[float, float] = (-10.0, 0.0)
     motif_frames: int = 24
-    long_range_kind: Literal["exclusive", "order"] = "exclusive"
+    long_range_kind: LongRangeKind = "exclusive"
     motif_spacing: int = 96
     order_period: int = 192
     order_gap: int = 64
@@ -471,9 +473,10 @@ def generate(
         raise SynthError(
             f"Design.signature_layout={design.signature_layout!r}: use 'compact' or 'spread'"
         )
-    if design.long_range_kind not in ("exclusive", "order"):
+    if design.long_range_kind not in LONG_RANGE_KINDS:
         raise SynthError(
-            f"Design.long_range_kind={design.long_range_kind!r}: use 'exclusive' or 'order'"
+            f"Design.long_range_kind={design.long_range_kind!r}: use one of "
+            + ", ".join(map(repr, LONG_RANGE_KINDS))
         )
     longest_motif = round(design.motif_frames * nuisance.time_stretch[1])
     if design.long_range_kind == "order":
