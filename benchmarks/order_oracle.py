@@ -7,9 +7,9 @@ ideal inputs.
 The backbone is replaced by the truth: each of the quick preset's 8 segments is described by
 the presence of the 16 long-range motifs (8 tags x first/second) in it, plus Gaussian noise,
 laid out by the generator's own :func:`moodtheme.data.synth.motif_schedule` (``--kind``
-exclusive or order, decoys as the generator makes them). A linear + ReLU embedding feeds the
-quick preset's :class:`AttentionHead` (or, with ``--head segment``, the :class:`SegmentHead`;
-with ``--head pooled``, a mean over segments and one hidden layer).
+conjunction, exclusive or order, decoys as the generator makes them). A linear + ReLU
+embedding feeds the quick preset's :class:`AttentionHead` (or, with ``--head segment``, the
+:class:`SegmentHead`; with ``--head pooled``, a mean over segments and one hidden layer).
 Positives are drawn at the long-range tags' real frequency (6.5%). The output is test ROC-AUC
 and PR-AUC over the 8 tags at eight points of training; a segment-average model's ROC-AUC is
 bounded by ``1 - decoy_share / 2``.
@@ -58,8 +58,9 @@ def sample(n: int, noise: float, rng: np.random.Generator, design: Design):
 
 
 class PooledHead(nn.Module):
-    """The simplest model that can read the exclusive kind: pool the segments, then a
-    non-linearity. A baseline for how much of the cost is the attention head's own."""
+    """The simplest model that can read the conjunction and exclusive kinds: pool the
+    segments, then a non-linearity. A baseline for how much of the cost is the attention
+    head's own."""
 
     def __init__(self, dim: int, num_tags: int, hidden: int = 128) -> None:
         super().__init__()

@@ -92,6 +92,14 @@ def probe(probe_root: Path) -> Probe:
 
 
 @pytest.fixture(scope="module")
+def exclusive_probe(tmp_path_factory: pytest.TempPathFactory) -> Probe:
+    # The reverse of the default kind, at the decoy share it was designed with (generator v4).
+    root = tmp_path_factory.mktemp("exclusive") / "data"
+    design = synth.Design(long_range_kind="exclusive", decoy_share=0.3)
+    return load_probe(synth.generate(root, tracks=600, scale=0.01, design=design))
+
+
+@pytest.fixture(scope="module")
 def order_probe(tmp_path_factory: pytest.TempPathFactory) -> Probe:
     # The other long-range kind, at the decoy share it was designed with (generator v3).
     root = tmp_path_factory.mktemp("order") / "data"
@@ -117,7 +125,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 def test_files_have_the_real_on_disk_format(tiny: Path) -> None:
-    n_files = 0
+    n_files, everything = 0, []
     for subset in SUBSETS:
         tsv = tiny / "splits" / "split-0" / f"autotagging_moodtheme-{subset}.tsv"
         raw = tsv.read_bytes()
@@ -144,9 +152,12 @@ def test_files_have_the_real_on_disk_format(tiny: Path) -> None:
             values = np.asarray(mel)
             assert np.isfinite(values).all()
             assert -100.0 <= values.min() and values.max() <= 20.0
-            # dB-like: a quiet floor far below the loud events.
-            assert np.percentile(values, 95) - np.percentile(values, 5) > 20.0
+            everything.append(values.ravel())
     assert n_files == len(list(tiny.rglob("*.npy")))
+    # dB-like: a quiet floor far below the loud events (a track without planted tags may
+    # hold only the floor, so this is over the whole dataset).
+    values = np.concatenate(everything)
+    assert np.percentile(values, 99) - np.percentile(values, 5) > 20.0
 
 
 def test_rows_are_real_rows_of_the_same_subset(tiny: Path) -> None:
@@ -206,7 +217,7 @@ def test_planted_json_names_disjoint_roles_and_real_decoys(probe: Probe) -> None
     local, long_range = set(planted["local"]), set(planted["long_range"])
     assert len(local) == 16 and len(long_range) == 8 and not local & long_range
     assert local | long_range | set(planted["unplanted"]) == set(probe.tags)
-    assert planted["long_range_kinds"] == {t: "exclusive" for t in long_range}
+    assert planted["long_range_kinds"] == {t: "conjunction" for t in long_range}
     for key in ("gain_db", "freq_shift_bins", "time_stretch", "noise_floor_db"):
         low, high = planted["nuisance"][key]
         assert low < high
@@ -300,12 +311,38 @@ def summarise(scores: list[dict[str, tuple[float, float]]]) -> dict[str, float]:
     return out
 
 
-def test_long_range_tags_need_segments_pooled_before_a_non_linearity(probe: Probe) -> None:
+@pytest.mark.parametrize(
+    ("kind", "positive_alternates"), [("conjunction", True), ("exclusive", False)]
+)
+def test_motif_schedule_alternates_in_one_role_and_repeats_in_the_other(
+    kind: str, positive_alternates: bool
+) -> None:
+    design = synth.Design(long_range_kind=kind)  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    for positive in (True, False):
+        for _ in range(20):
+            schedule = synth.motif_schedule(1024, "first", "second", positive, rng, design)
+            motifs = [m for m, _ in schedule]
+            centres = np.array([c for _, c in schedule])
+            assert np.allclose(np.diff(centres), design.motif_spacing)
+            alternates = all(a != b for a, b in zip(motifs[:-1], motifs[1:], strict=True))
+            repeats = len(set(motifs)) == 1
+            assert (alternates, repeats) == (
+                (True, False) if positive == positive_alternates else (False, True)
+            ), (kind, positive, motifs)
+
+
+@pytest.mark.parametrize("kind", ["conjunction", "exclusive"])
+def test_long_range_tags_need_segments_pooled_before_a_non_linearity(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    probe: Probe = request.getfixturevalue("probe" if kind == "conjunction" else "exclusive_probe")
+    assert set(probe.planted["long_range_kinds"].values()) == {kind}
     motifs = motif_responses(probe, matched_response)
     scores = []
     for tag, (first, second) in motifs.items():
-        # Pooled over segments, then combined: "both motifs somewhere" marks a decoy, one
-        # motif far above the other a positive.
+        # Pooled over segments, then combined: "both motifs somewhere" against one motif far
+        # above the other tells a conjunction positive from its decoy (and the reverse).
         peaks = np.stack([first.max(axis=1), second.max(axis=1)])
         means = np.stack([first.mean(axis=1), second.mean(axis=1)])
         pooled = np.column_stack(
@@ -324,9 +361,10 @@ def test_long_range_tags_need_segments_pooled_before_a_non_linearity(probe: Prob
         )
         scores.append(probe_scores(probe, {"pooled": pooled, "summed": summed}, tag))
     summary = summarise(scores)
-    # A decoy's segments are a mix of the two kinds of positive's: for any sum of per-segment
-    # evidence it scores between them, so positives vs decoys is near chance (above it only
-    # through the real co-occurrence of the tags). Pooled features tell them apart.
+    # One kind's segments are a mix of the other kind's two variants (one motif or the other):
+    # for any sum of per-segment evidence it scores between them, so positives vs decoys is
+    # near chance (above it only through the real co-occurrence of the tags). Pooled features
+    # tell them apart.
     assert summary["summed"] < probe.planted["segment_average_roc_auc_bound"], summary
     assert summary["summed, positives vs decoys"] < 0.65, summary
     assert summary["pooled, positives vs decoys"] > 0.7, summary
@@ -376,9 +414,10 @@ def test_segment_averaged_band_energies_see_local_tags_far_better_than_long_rang
         for role in ("local", "long_range", "unplanted")
     }
     assert auc["local"] > 0.8, auc
-    # Long-range motifs mark carriers, decoys included: presence is worth up to the bound.
+    # Long-range motifs mark carriers, decoys included: presence is worth up to the bound
+    # (0.95 at the default decoy share), band energies see it blurred by the other tags.
     assert auc["long_range"] < probe.planted["segment_average_roc_auc_bound"], auc
-    assert auc["local"] > auc["long_range"] + 0.2, auc
+    assert auc["local"] > auc["long_range"] + 0.12, auc
     assert auc["local"] > auc["unplanted"] + 0.2, auc
 
 

@@ -7,10 +7,10 @@ relative durations are a subsample of the real split, so class imbalance and tag
 co-occurrence are real. The spectrograms are synthetic, with three kinds of tags:
 
 * local tags: a tag-specific spectral signature in short events at random times;
-* long-range tags: two motifs in different segments. A positive repeats one of them, a decoy
-  (a negative) alternates both, so no single 32-frame segment tells a positive from a decoy,
-  and neither does any sum of per-segment evidence (``Design.long_range_kind="order"``
-  plants the motifs' order instead);
+* long-range tags: two motifs in different segments. A positive alternates them, a decoy (a
+  negative) repeats one, so no single 32-frame segment tells a positive from a decoy, and
+  neither does any sum of per-segment evidence (``Design.long_range_kind`` plants the
+  reverse, ``"exclusive"``, or the motifs' order, ``"order"``, instead);
 * every other tag: nothing planted.
 
 ``ROOT/planted.json`` records which tag is which, the signatures and the nuisance ranges;
@@ -40,7 +40,7 @@ import numpy as np
 from moodtheme.data.jamendo import SUBSETS, SplitError, SplitTable, load_tags, read_split, split_tsv
 
 # Bump whenever the bytes written for the same parameters change: it renames the cache folder.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 PLANTED_VERSION = 2
 FRAMES_PER_SECOND = 12000 / 256  # 46.875: essentia melspecs at 12 kHz, hop 256
 N_MELS = 96
@@ -51,7 +51,7 @@ PLANTED_FILE = "planted.json"
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 
 
-LongRangeKind = Literal["exclusive", "order"]
+LongRangeKind = Literal["exclusive", "conjunction", "order"]
 LONG_RANGE_KINDS: tuple[str, ...] = get_args(LongRangeKind)
 M = TypeVar("M")  # a motif: a Signature when rendering, any label when only laying out
 
@@ -67,10 +67,13 @@ class Design:
     Every length is in frames. ``long_range_kind`` says what tells a long-range positive
     from its decoy, which carries the same two motifs:
 
-    * ``"exclusive"``: a positive repeats ONE of its tag's two motifs, a decoy alternates
-      both, a motif every ``motif_spacing`` frames. Any model that sums per-segment evidence
-      scores a decoy between the two kinds of positive; pooling the segments before a
-      non-linearity (self-attention) tells them apart.
+    * ``"conjunction"``: a positive alternates its tag's two motifs, a decoy repeats ONE of
+      them, a motif every ``motif_spacing`` frames. Any model that sums per-segment evidence
+      scores a positive between the two kinds of decoy; pooling the segments before a
+      non-linearity (self-attention: "both motifs somewhere") tells them apart.
+    * ``"exclusive"``: the reverse, a positive repeats one motif and a decoy alternates both.
+      The same bound holds, but the quick model learns it far more slowly (an exclusive-or
+      of the two motifs' presence instead of a conjunction; docs/synthetic.md).
     * ``"order"``: ``order_gap`` is the distance between the centres of the first and the
       second motif, and the next first motif follows after ``order_period - order_gap``; a
       decoy swaps the two. Only a model that sees the segments' positions can tell.
@@ -90,11 +93,13 @@ class Design:
     local_event_spacing: float = 30.0
     local_level_db: tuple[float, float] = (-10.0, 0.0)
     motif_frames: int = 24
-    long_range_kind: LongRangeKind = "exclusive"
+    long_range_kind: LongRangeKind = "conjunction"
     motif_spacing: int = 96
     order_period: int = 192
     order_gap: int = 64
-    decoy_share: float = 0.3
+    # Among the negatives. Low enough that a motif's presence is worth learning (41% of a
+    # tag's carriers are positives), which is what trains the motif detectors.
+    decoy_share: float = 0.1
     motif_level_db: tuple[float, float] = (-14.0, -2.0)
     peak_width_bins: float = 0.8
     # "compact": a signature's peaks sit within a few bins, and signatures differ in the
@@ -283,7 +288,7 @@ def make_plan(tags: list[str], train_labels: np.ndarray, design: Design, seed: i
 
 
 def decoy_flags(track_id: int, plan: Plan, seed: int, design: Design) -> dict[str, bool]:
-    """Whether the track would carry each long-range tag's motifs reversed if it is negative."""
+    """Whether the track carries each long-range tag's motifs as a decoy if it is negative."""
     rng = np.random.default_rng([seed, 2, track_id])
     draws = rng.random(len(plan.long_range))
     return {
@@ -330,8 +335,8 @@ def motif_schedule(
     """The motifs of one long-range tag in a positive or decoy track, with their centres.
 
     ``"order"``: first, second ``order_gap`` later, repeated every ``order_period``; a decoy
-    swaps them. ``"exclusive"``: a motif every ``motif_spacing`` frames, always the same one
-    (drawn at random) in a positive, alternating in a decoy.
+    swaps them. ``"conjunction"``: a motif every ``motif_spacing`` frames, alternating in a
+    positive, always the same one (drawn at random) in a decoy; ``"exclusive"`` the reverse.
     """
     if design.long_range_kind == "order":
         leading, trailing = (first, second) if positive else (second, first)
@@ -339,7 +344,8 @@ def motif_schedule(
         period = float(design.order_period)
     else:
         one, other = (first, second) if rng.random() < 0.5 else (second, first)
-        steps = [(one, 0.0), (one if positive else other, float(design.motif_spacing))]
+        repeats = positive if design.long_range_kind == "exclusive" else not positive
+        steps = [(one, 0.0), (one if repeats else other, float(design.motif_spacing))]
         period = 2.0 * design.motif_spacing
     schedule = []
     centre = rng.uniform(0, period) - period
