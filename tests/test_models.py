@@ -241,6 +241,29 @@ def test_channels_last_gives_the_same_outputs():
             assert torch.allclose(got[head], expected[head], atol=1e-5), head
 
 
+def test_stem_cpu_path_matches_its_convolutions_forward_and_backward():
+    torch.manual_seed(0)
+    stem = models.Stem()
+    for parameter in stem.parameters():
+        nn.init.normal_(parameter)
+    x = 3 * torch.randn(4, 1, 96, 32)
+    for training in (True, False):
+        stem.train(training)
+        results = []
+        for forward in (stem.forward, lambda t: nn.Sequential.forward(stem, t)):
+            stem.zero_grad()
+            inputs = x.clone().requires_grad_()
+            out = forward(inputs)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            results.append([out, inputs.grad, *(p.grad.clone() for p in stem.parameters())])
+        fast, convolutions = results
+        # Both ReLUs must be partly on, or the comparison would miss a wrong weight layout.
+        assert 0.1 < (fast[0] > 0).float().mean() < 0.9
+        for got, expected in zip(fast, convolutions, strict=True):
+            assert got.shape == expected.shape
+            assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_backward_reaches_every_parameter():
     model, cfg = make("quick")
     model.train()
