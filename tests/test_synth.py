@@ -210,12 +210,28 @@ def test_label_statistics_follow_the_real_split(probe: Probe) -> None:
     assert abs(fake.sum(axis=1).mean() - real.sum(axis=1).mean()) < 0.3
 
 
+def test_compact_signatures_differ_in_shape_and_in_place(probe: Probe) -> None:
+    signatures = probe.planted["signatures"]
+    bins = [np.asarray(s["bins"]) for s in signatures["local"].values()]
+    for pair in signatures["long_range"].values():
+        bins += [np.asarray(pair["first"]["bins"]), np.asarray(pair["second"]["bins"])]
+    assert len(bins) == 24
+    for i, a in enumerate(bins):
+        for b in bins[:i]:
+            # Every shape differs by at least 2 bins in one of its two intervals ...
+            assert np.abs(np.diff(a) - np.diff(b)).max() >= 2, (a, b)
+            # ... and no signature sits within 2 bins of all of another's peaks.
+            clear = (np.abs(a[:, None] - b[None, :]).min(axis=1) > 2).sum()
+            similar = np.abs(np.diff(a) - np.diff(b)).max() <= 2
+            assert clear >= (2 if similar else 1), (a, b)
+
+
 def test_planted_json_names_disjoint_roles_and_real_decoys(probe: Probe) -> None:
     planted = probe.planted
     assert planted["version"] == 2 and planted["seed"] == 0
     assert planted["frames_per_second"] == 46.875
     local, long_range = set(planted["local"]), set(planted["long_range"])
-    assert len(local) == 16 and len(long_range) == 8 and not local & long_range
+    assert len(local) == 8 and len(long_range) == 8 and not local & long_range
     assert local | long_range | set(planted["unplanted"]) == set(probe.tags)
     assert planted["long_range_kinds"] == {t: "conjunction" for t in long_range}
     for key in ("gain_db", "freq_shift_bins", "time_stretch", "noise_floor_db"):
@@ -223,7 +239,7 @@ def test_planted_json_names_disjoint_roles_and_real_decoys(probe: Probe) -> None
         assert low < high
     # Planted tags are frequent real tags, long-range ones the most frequent.
     real_rank = list(np.argsort(-read_split(split_tsv(0, "train")).labels.sum(axis=0)))
-    assert all(real_rank.index(probe.tags.index(t)) < 24 for t in local | long_range)
+    assert all(real_rank.index(probe.tags.index(t)) < 16 for t in local | long_range)
     assert all(real_rank.index(probe.tags.index(t)) < 12 for t in long_range)
     share = planted["design"]["decoy_share"]
     for tag in long_range:
@@ -416,8 +432,10 @@ def test_segment_averaged_band_energies_see_local_tags_far_better_than_long_rang
     assert auc["local"] > 0.8, auc
     # Long-range motifs mark carriers, decoys included: presence is worth up to the bound
     # (0.95 at the default decoy share), band energies see it blurred by the other tags.
+    # Measured: local 0.987, long-range 0.881 on version 6 (0.97 and 0.78 on version 5, whose
+    # less distinct motifs blurred more).
     assert auc["long_range"] < probe.planted["segment_average_roc_auc_bound"], auc
-    assert auc["local"] > auc["long_range"] + 0.12, auc
+    assert auc["local"] > auc["long_range"] + 0.08, auc
     assert auc["local"] > auc["unplanted"] + 0.2, auc
 
 
