@@ -233,8 +233,8 @@ def _clear_peaks(bins: np.ndarray, other: np.ndarray) -> int:
 
 
 def _apart(bins: np.ndarray, other: np.ndarray) -> bool:
-    """Whether each of two signatures' peaks has one over 2 bins from all of the other's, and
-    two such peaks when their shapes are similar (both intervals within 2 bins)."""
+    """Whether each of two signatures has a peak over 2 bins from all of the other's peaks (two
+    such peaks when their shapes are similar: both intervals within 2 bins)."""
     similar = np.abs(np.diff(bins) - np.diff(other)).max() <= 2
     required = 2 if similar else 1
     return min(_clear_peaks(bins, other), _clear_peaks(other, bins)) >= required
