@@ -258,7 +258,10 @@ def _compact_signatures(rng: np.random.Generator, count: int) -> list[Signature]
             if all(_apart(bins, np.asarray(other.bins)) for other in out):
                 break
         else:
-            raise SynthError(f"could not place {count} compact signatures apart; plant fewer")
+            raise SynthError(
+                f"could not place {count} compact signatures apart; lower "
+                "Design.n_local/n_long_range"
+            )
         gains = np.round(rng.uniform(-6.0, 0.0, size=3), 2)
         gains[rng.integers(3)] = 0.0
         out.append(
