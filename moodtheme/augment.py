@@ -3,15 +3,15 @@
 A transform takes a read-only memory map ``mel`` (n_mels x T, dB) and a
 ``np.random.Generator`` and returns a float32 (n_mels x frames) array divided by
 ``AugmentConfig.scale``. It slices the map itself, so a long track costs only the frames of
-its crop; a track shorter than ``frames`` is read whole and padded.
+its window.
 
-The train pipeline follows the AMLAG submissions (sainathadapa/mediaeval-2019-moodtheme-
-detection, ``submission1/transforms.py``, ``get_transforms``): pad (wrap or constant at the
-minimum, track centred), random crop, random resized crop with p 0.33, SpecAugment with
-p 0.5, divide by 100. One difference is kept on purpose: that repository's submission 2
-(``submission2/dataloader.py``, ``get_spectogram``) tiled short tracks and cut long ones to
-their *first* ``frames`` frames before those transforms, so its pad and random crop never
-acted; here both act, as in submission 1.
+The train pipeline follows the AMLAG code (sainathadapa/mediaeval-2019-moodtheme-detection,
+``submission{1,2}/transforms.py``, ``get_transforms``): a window of ``frames`` frames, random
+resized crop with p 0.33 (their ``random_resized_crop.py``), SpecAugment with p 0.5, divide
+by 100. The window (``DataConfig.window``) is where the submissions differ: submission 1 pads
+a short track around its centre (wrap or constant) and takes a random crop; submission 2's
+``dataloader.py`` (``get_spectogram``) takes the first ``frames`` frames of every track and
+tiles a short one from its start, so its pad and random crop never act.
 """
 
 from __future__ import annotations
@@ -83,10 +83,9 @@ def resized_crop_box(
     the input's ratio (e.g. 4096 / 96 = 42.7) exceeds 2.3, and the fallback keeps all 96
     bands and the centred round(96 * 2.3) = 221 frames: a deterministic crop of the middle
     4.7 s, which the resize then stretches back to the full width (x18.5 for 4096 frames).
-    The AMLAG code did the same: its transforms import ``RandomResizedCrop`` from a local
-    ``random_resized_crop`` module (not in their repository; lRomul/argus-freesound's
-    ``src/random_resized_crop.py``, a PIL port of torchvision's transform with the same
-    attempts and fallback, is the likely source) with scale (0.8, 1.0), ratio (1.7, 2.3).
+    The AMLAG code did the same: both submissions' ``random_resized_crop.py`` is a PIL port
+    of torchvision's transform with the same ten attempts and fallback, used with scale
+    (0.8, 1.0) and ratio (1.7, 2.3).
     """
     area = height * width
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
@@ -148,40 +147,62 @@ def _finish(x: np.ndarray, scale: float) -> np.ndarray:
     return np.ascontiguousarray(x / np.float32(scale), dtype=np.float32)
 
 
-class EvalTransform:
-    """Constant pad (track minimum) or centre crop to ``frames``, then divide by the scale."""
+def first_frames(mel: np.ndarray, frames: int) -> np.ndarray:
+    """The first ``frames`` frames of ``mel``; a shorter track is repeated from its start
+    until it fills them (the authors' submission 2 ``get_spectogram``)."""
+    length = mel.shape[1]
+    x = _read(mel, 0, min(length, frames))
+    if length >= frames:
+        return x
+    return np.tile(x, (1, -(-frames // length)))[:, :frames]
 
-    def __init__(self, cfg: AugmentConfig, frames: int) -> None:
+
+def _centre_window(mel: np.ndarray, frames: int) -> np.ndarray:
+    length = mel.shape[1]
+    if length < frames:
+        return pad_to(_read(mel, 0, length), frames, "constant")
+    return _read(mel, (length - frames) // 2, frames)
+
+
+class EvalTransform:
+    """The evaluation window, then divide by the scale: for ``window='first'`` the first
+    ``frames`` frames (tiled), otherwise the centre crop or a constant pad (track minimum)."""
+
+    def __init__(self, cfg: AugmentConfig, frames: int, window: str = "random") -> None:
         self.cfg = cfg
         self.frames = frames
+        self.window = window
 
     def __call__(self, mel: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        length = mel.shape[1]
-        if length < self.frames:
-            x = pad_to(_read(mel, 0, length), self.frames, "constant")
+        if self.window == "first":
+            x = first_frames(mel, self.frames)
         else:
-            x = _read(mel, (length - self.frames) // 2, self.frames)
+            x = _centre_window(mel, self.frames)
         return _finish(x, self.cfg.scale)
 
 
 class TrainTransform:
-    """Pad or crop to ``frames``, random resized crop, SpecAugment, divide by the scale.
+    """A window of ``frames`` frames, random resized crop, SpecAugment, divide by the scale.
 
-    Every step is switched by ``AugmentConfig``: a probability of 0 disables it and
-    ``random_crop=False`` takes the centre crop.
+    ``window`` is ``DataConfig.window``: 'random' pads a short track (wrap with probability
+    ``wrap_pad_p``, else constant) and crops a long one at random, 'centre' crops the centre,
+    'first' takes the first frames (tiled). A probability of 0 disables an augmentation.
     """
 
-    def __init__(self, cfg: AugmentConfig, frames: int) -> None:
+    def __init__(self, cfg: AugmentConfig, frames: int, window: str = "random") -> None:
         self.cfg = cfg
         self.frames = frames
+        self.window = window
 
-    def window(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The track padded to, or a crop of, ``frames`` frames (only the crop is read)."""
+    def read_window(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The frames this example starts from (only those are read from the map)."""
+        if self.window == "first":
+            return first_frames(mel, self.frames)
         length = mel.shape[1]
         if length < self.frames:
             mode = "wrap" if rng.random() < self.cfg.wrap_pad_p else "constant"
             return pad_to(_read(mel, 0, length), self.frames, mode)
-        if self.cfg.random_crop:
+        if self.window == "random":
             start = int(rng.integers(0, length - self.frames + 1))
         else:
             start = (length - self.frames) // 2
@@ -189,7 +210,7 @@ class TrainTransform:
 
     def __call__(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cfg = self.cfg
-        x = self.window(mel, rng)
+        x = self.read_window(mel, rng)
         if rng.random() < cfg.resized_crop_p:
             x = random_resized_crop(x, cfg.resized_crop_scale, cfg.resized_crop_ratio, rng)
         if rng.random() < cfg.specaugment_p:
@@ -200,14 +221,19 @@ class TrainTransform:
 
 
 def mixup(
-    x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator
+    x: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float,
+    generator: torch.Generator,
+    partner: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix each example with a random partner from the batch, inputs and labels alike.
+    """Mix each example with a partner, inputs and labels alike, λ ~ Beta(alpha, alpha) each.
 
-    λ ~ Beta(alpha, alpha) per example; the partner is ``x[perm]`` for a random
-    permutation. ``alpha == 0`` returns the inputs unchanged. Everything random comes from
-    ``generator``: torch's Beta sampler cannot take one, so λ is drawn by numpy from a seed
-    that the generator supplies.
+    ``partner`` is a second batch of the same size, as the authors' second training loader
+    gave; without one the partner is ``x[perm]`` for a random permutation of the batch.
+    ``alpha == 0`` returns the inputs unchanged. Everything random comes from ``generator``:
+    torch's Beta sampler cannot take one, so λ is drawn by numpy from a seed that the
+    generator supplies (first, so λ is the same whichever partner is used).
     """
     if alpha == 0:
         return x, y
@@ -216,9 +242,17 @@ def mixup(
     n = x.shape[0]
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     lam = np.random.default_rng(seed).beta(alpha, alpha, size=n)
-    perm = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
+    if partner is None:
+        perm = torch.randperm(n, generator=generator, device=generator.device)
+        other_x, other_y = x[perm.to(x.device)], y[perm.to(y.device)]
+    else:
+        other_x, other_y = partner
+        if other_x.shape != x.shape or other_y.shape[0] != n:
+            raise ValueError(
+                f"mixup partner batch {list(other_x.shape)} does not match {list(x.shape)}"
+            )
+        other_y = other_y.to(device=y.device, dtype=y.dtype)
+        other_x = other_x.to(x.device)
     lam_x = torch.as_tensor(lam, dtype=x.dtype, device=x.device).view(n, *[1] * (x.ndim - 1))
     lam_y = torch.as_tensor(lam, dtype=y.dtype, device=y.device).view(n, *[1] * (y.ndim - 1))
-    mixed_x = lam_x * x + (1 - lam_x) * x[perm]
-    mixed_y = lam_y * y + (1 - lam_y) * y[perm.to(y.device)]
-    return mixed_x, mixed_y
+    return lam_x * x + (1 - lam_x) * other_x, lam_y * y + (1 - lam_y) * other_y

@@ -610,6 +610,7 @@ class SegmentAttentionNet(nn.Module):
         num_tags: int = 56,
         dropout: float = 0.2,
         attention: AttentionHead | None = None,
+        embedding_padding: int = 0,
     ) -> None:
         super().__init__()
         self.segments = segments
@@ -618,7 +619,9 @@ class SegmentAttentionNet(nn.Module):
         self.stem = Stem()
         self.backbone = backbone
         self.embedding = nn.Sequential(
-            nn.Conv2d(backbone.out_channels, 2 * embed_dim, kernel_size=3, padding=1),
+            nn.Conv2d(
+                backbone.out_channels, 2 * embed_dim, kernel_size=3, padding=embedding_padding
+            ),
             nn.ReLU(inplace=True),
             nn.Conv2d(2 * embed_dim, embed_dim, kernel_size=1),
             nn.ReLU(inplace=True),
@@ -677,11 +680,10 @@ def init_output_bias(model: nn.Module, labels: np.ndarray) -> None:
 def build_model(cfg: ModelConfig, input_frames: int, n_mels: int = 96) -> nn.Module:
     """The model that ``cfg`` describes, its backbone initialised as ``cfg.pretrained`` says.
 
-    The model's ``heads`` attribute names the keys of its output dict. ``n_mels`` is accepted
-    for symmetry with the data config: the convolutions adapt to any number of mel bands.
+    The model's ``heads`` attribute names the keys of its output dict. ``n_mels`` sizes the
+    check that a segment's feature map fits the embedding convolution.
     Raises :class:`ConfigError` or :class:`PretrainedWeightsError`.
     """
-    del n_mels
     backbone = build_backbone(cfg.backbone, cfg.width_mult)
     load_pretrained(backbone, cfg.pretrained)
     if cfg.arch == "whole":
@@ -705,6 +707,7 @@ def build_model(cfg: ModelConfig, input_frames: int, n_mels: int = 96) -> nn.Mod
             hidden_dropout=a.hidden_dropout,
             dropout=cfg.dropout,
         )
+    _check_embedding_fits(backbone, cfg, n_mels)
     return SegmentAttentionNet(
         backbone,
         cfg.segments,
@@ -713,7 +716,25 @@ def build_model(cfg: ModelConfig, input_frames: int, n_mels: int = 96) -> nn.Mod
         cfg.num_tags,
         cfg.dropout,
         attention,
+        cfg.embedding_padding,
     )
+
+
+def _check_embedding_fits(backbone: Backbone, cfg: ModelConfig, n_mels: int) -> None:
+    """Refuse, at build time, a segment whose feature map the 3x3 embedding cannot cover."""
+    if cfg.embedding_padding:
+        return
+    was_training = backbone.training
+    backbone.eval()  # BatchNorm in training mode refuses a batch of one 1x1 map
+    with torch.no_grad():
+        height, width = backbone(torch.zeros(1, 3, n_mels, cfg.segment_frames)).shape[-2:]
+    backbone.train(was_training)
+    if height < 3 or width < 3:
+        raise ConfigError(
+            f"model.embedding_padding=0 needs a feature map of at least 3x3, but backbone "
+            f"'{cfg.backbone}' turns a {n_mels} x {cfg.segment_frames} segment into {height}x"
+            f"{width}; set model.embedding_padding=1 or lengthen model.segment_frames"
+        )
 
 
 # ----------------------------------------------------------------------------- losses and scores

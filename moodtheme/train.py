@@ -9,6 +9,7 @@ call to the caller's callback, which is how `tune` drives this same loop.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -103,21 +104,41 @@ def load_tables(config: Config, root: Path) -> dict[str, jamendo.SplitTable]:
     return tables
 
 
+# Each dataset draws its augmentation and order from its own stream under the run's seed, so
+# the mixup partners are not the training examples' twins and evaluation draws are their own.
+STREAMS = {"train": 0, "mixup_partner": 1, "validation": 2, "test": 3}
+
+
+def uses_partner_loader(config: Config) -> bool:
+    """Whether mixup takes its partners from a second training loader (the authors' way)."""
+    a = config.augment
+    return a.mixup_alpha > 0 and a.mixup_partner == "second_loader"
+
+
 def make_datasets(
     config: Config, root: Path, tables: dict[str, jamendo.SplitTable]
 ) -> dict[str, MelspecDataset]:
-    frames, mels = config.data.input_frames, config.data.n_mels
-    train_tf = TrainTransform(config.augment, frames)
-    eval_tf = EvalTransform(config.augment, frames)
+    """One dataset per split, and ``mixup_partner`` (the training set drawn again) when
+    :func:`uses_partner_loader`. Evaluation uses the training transform when
+    ``augment.augment_eval`` is set, as the authors' submission 2 did."""
+    frames, window = config.data.input_frames, config.data.window
+    train_tf = TrainTransform(config.augment, frames, window)
+    eval_tf = (
+        train_tf if config.augment.augment_eval else EvalTransform(config.augment, frames, window)
+    )
+    sources = dict(tables)
+    if uses_partner_loader(config):
+        sources["mixup_partner"] = tables["train"]
     return {
         subset: MelspecDataset(
             root,
             table,
-            train_tf if subset == "train" else eval_tf,
+            train_tf if subset in ("train", "mixup_partner") else eval_tf,
             seed=config.run.seed,
-            n_mels=mels,
+            n_mels=config.data.n_mels,
+            stream=STREAMS[subset],
         )
-        for subset, table in tables.items()
+        for subset, table in sources.items()
     }
 
 
@@ -258,6 +279,8 @@ def probabilities(logits: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def split_metrics(prefix: str, logits: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """Loss, ROC-AUC and PR-AUC of the combined prediction and, for a model with several
+    heads, of each head (``{prefix}_{head}_loss``, ...)."""
     y = labels.astype(bool)
     combined = auc_metrics(y, probabilities(logits))
     metrics = {
@@ -268,9 +291,17 @@ def split_metrics(prefix: str, logits: dict[str, np.ndarray], labels: np.ndarray
     if len(logits) > 1:
         for head, v in logits.items():
             m = auc_metrics(y, torch.sigmoid(torch.from_numpy(v)).numpy())
+            metrics[f"{prefix}_{head}_loss"] = float(per_tag_loss({head: v}, labels).mean())
             metrics[f"{prefix}_{head}_roc_auc_macro"] = m["ROC-AUC-macro"]
             metrics[f"{prefix}_{head}_pr_auc_macro"] = m["PR-AUC-macro"]
     return metrics
+
+
+def monitored_logits(config: Config, logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The outputs that early stopping reads: all heads, or the one ``early_stopping.head``
+    names."""
+    head = config.early_stopping.head
+    return logits if head == "combined" else {head: logits[head]}
 
 
 def _to_device(x: torch.Tensor, device: torch.device, config: Config) -> torch.Tensor:
@@ -302,11 +333,19 @@ class _State:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def monitored_metric(config: Config) -> str:
+    """The per-epoch metric that picks the kept model, e.g. ``val_attention_roc_auc_macro``."""
+    es = config.early_stopping
+    quantity = "loss" if es.monitor == "val_loss" else es.monitor
+    several = len(config.model.head_names()) > 1
+    head = f"{es.head}_" if es.head != "combined" and several else ""
+    return f"val_{head}{quantity}"
+
+
 def _score(config: Config, metrics: dict[str, float]) -> float:
     """Higher is better, whatever the monitored quantity."""
-    monitor = config.early_stopping.monitor
-    value = metrics[f"val_{monitor}" if monitor != "val_loss" else "val_loss"]
-    return -value if monitor == "val_loss" else value
+    value = metrics[monitored_metric(config)]
+    return -value if config.early_stopping.monitor == "val_loss" else value
 
 
 def _lr_at_epoch(config: Config, epoch: int) -> tuple[str, float] | None:
@@ -349,6 +388,16 @@ def fit(
         config.run.seed,
         drop_last=len(datasets["train"]) > config.optim.batch_size,
     )
+    partner_loader = None
+    if "mixup_partner" in datasets:
+        partner_loader = make_loader(
+            datasets["mixup_partner"],
+            config.optim.batch_size,
+            True,
+            workers,
+            config.run.seed,
+            drop_last=len(datasets["train"]) > config.optim.batch_size,
+        )
     eval_loaders = {
         s: make_loader(datasets[s], config.optim.batch_size, False, workers, config.run.seed)
         for s in ("validation", "test")
@@ -426,11 +475,12 @@ def fit(
             log(f"epoch {epoch}: reloaded best (epoch {state.best_epoch}); SGD lr={lr:g}")
 
         torch.manual_seed(epoch_seed(config.run.seed, epoch))
-        datasets["train"].set_epoch(epoch)
+        for dataset in datasets.values():
+            dataset.set_epoch(epoch)
         mix_gen = torch.Generator().manual_seed(epoch_seed(config.run.seed, epoch) + 1)
         started = time.time()
         train_loss = _train_epoch(
-            model, train_loader, optimizer, device, config, epoch, mix_gen, log
+            model, train_loader, partner_loader, optimizer, device, config, epoch, mix_gen, log
         )
 
         val_logits, val_labels = run_inference(model, eval_loaders["validation"], device, config)
@@ -452,7 +502,8 @@ def fit(
         else:
             state.epochs_since_best += 1
         if config.early_stopping.mode == "per_class":
-            _update_per_class(state, per_tag_loss(val_logits, val_labels), epoch, model, ckpt_dir)
+            losses = per_tag_loss(monitored_logits(config, val_logits), val_labels)
+            _update_per_class(state, losses, epoch, model, ckpt_dir)
 
         state.epoch = epoch
         state.history.append(metrics)
@@ -473,9 +524,7 @@ def fit(
 
         patience = config.early_stopping.patience
         if patience is not None and state.epochs_since_best >= patience:
-            log(
-                f"early stop: no improvement of {config.early_stopping.monitor} in {patience} epochs"
-            )
+            log(f"early stop: no improvement of {monitored_metric(config)} in {patience} epochs")
             break
 
     final = final_predictions(config, model, ckpt_dir, eval_loaders, device, run_dir)
@@ -486,6 +535,7 @@ def fit(
 def _train_epoch(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
+    partner_loader: torch.utils.data.DataLoader | None,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     config: Config,
@@ -496,8 +546,10 @@ def _train_epoch(
     model.train()
     total, count = 0.0, 0
     bar = log.bar(len(loader), f"epoch {epoch}")
-    for step, (x, y) in enumerate(loader, start=1):
-        x, y = mixup(x, y, config.augment.mixup_alpha, mix_gen)
+    partners = iter(partner_loader) if partner_loader is not None else itertools.repeat(None)
+    # Both loaders drop their last partial batch, so they end together; repeat(None) never ends.
+    for step, ((x, y), partner) in enumerate(zip(loader, partners, strict=False), start=1):
+        x, y = mixup(x, y, config.augment.mixup_alpha, mix_gen, partner)
         loss = train_step(model, optimizer, x, y, device, config)
         if not math.isfinite(loss):
             raise TrainingError(
@@ -566,10 +618,13 @@ def kept_predictions(
     """Probabilities and labels of each split in `loaders`, from the weights the run kept.
 
     Joint mode uses the best epoch's weights. Per-class mode loads each distinct epoch that is
-    some tag's best once, and takes that tag's column from it.
+    some tag's best once, and takes that tag's column from it. With ``augment.augment_eval``
+    every split is drawn as at epoch 0, so repeated calls give the same predictions.
     """
     probs: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
+    for loader in loaders.values():
+        loader.dataset.set_epoch(0)
     if config.early_stopping.mode == "per_class":
         tag_epochs = np.asarray(load_checkpoint(ckpt_dir)["state"]["tag_best_epoch"])
         for epoch in sorted(set(tag_epochs.tolist())):

@@ -26,10 +26,11 @@ ISSUE_COMPONENTS = {
     "backbone",
     "optimizer-switch",
     "imagenet-pretraining",
+    "eval-augmentation",
 }
 
 
-def test_the_suite_has_the_eight_ablations_of_the_issue():
+def test_the_suite_has_every_component_the_paper_and_the_authors_code_use():
     assert set(ABLATIONS) == ISSUE_COMPONENTS
     for a in ABLATIONS.values():
         assert a.reference in REFERENCES and a.change and a.component
@@ -74,10 +75,11 @@ def changed_keys(a, b):
         ("self-attention", {"model.attention.enabled"}),
         ("mixup", {"augment.mixup_alpha"}),
         ("specaugment", {"augment.specaugment_p"}),
-        ("random-crop", {"augment.random_crop", "augment.resized_crop_p"}),
+        ("random-crop", {"data.window", "augment.resized_crop_p"}),
         ("per-class-early-stopping", {"early_stopping.mode"}),
         ("backbone", {"model.backbone", "model.width_mult"}),
         ("optimizer-switch", {"optim.switch_epoch"}),
+        ("eval-augmentation", {"augment.augment_eval"}),
     ],
 )
 def test_each_variant_changes_only_its_component(name, expected):
@@ -86,6 +88,33 @@ def test_each_variant_changes_only_its_component(name, expected):
     assert c.skipped is None
     ref, var = plan.arms[c.reference].config, plan.arms[c.variant].config
     assert changed_keys(ref, var) == expected
+
+
+def full_comparison(name):
+    plan = plan_suite(select([name]), "full", seeds=1, probe=lambda c: None)
+    (c,) = plan.comparisons
+    return plan.arms[c.reference].config, plan.arms[c.variant].config
+
+
+def test_at_full_budget_the_reference_is_the_authors_submission2():
+    ref, var = full_comparison("mixup")
+    assert ref.data.window == "first" and ref.augment.augment_eval
+    assert ref.augment.mixup_partner == "second_loader"
+    assert ref.early_stopping.head == "attention"
+    assert changed_keys(ref, var) == {"augment.mixup_alpha"}
+
+
+def test_at_full_budget_every_reference_has_its_component():
+    # The authors' submission 2 never crops at random: that ablation's reference does.
+    ref, var = full_comparison("random-crop")
+    assert ref.data.window == "random" and ref.augment.resized_crop_p > 0
+    assert changed_keys(ref, var) == {"data.window", "augment.resized_crop_p"}
+    ref, var = full_comparison("eval-augmentation")
+    assert ref.augment.augment_eval and not var.augment.augment_eval
+    # Without attention, the kept model is chosen by the remaining head's score.
+    ref, var = full_comparison("self-attention")
+    assert changed_keys(ref, var) == {"model.attention.enabled", "early_stopping.head"}
+    assert var.early_stopping.head == "combined"
 
 
 def test_the_quick_backbone_variant_is_a_registered_shallow_resnext():

@@ -121,9 +121,9 @@ def test_random_crop_is_a_uniform_window_divided_by_the_scale():
     assert starts == set(range(11))
 
 
-def test_random_crop_off_takes_the_centre():
+def test_centre_window_takes_the_centre():
     mel = track(1001)
-    tf = TrainTransform(config(**OFF, random_crop=False), 256)
+    tf = TrainTransform(config(**OFF), 256, window="centre")
     outs = [tf(mel, np.random.default_rng(seed)) for seed in range(5)]
     assert {window_start(o, mel) for o in outs} == {(1001 - 256) // 2}
     np.testing.assert_array_equal(outs[0], EvalTransform(config(), 256)(mel))
@@ -162,7 +162,7 @@ def test_resized_crop_on_a_long_input_stretches_the_centre():
         0, (512 - 221) // 2, 96, 221,
     )  # fmt: skip
     mel = track(512)
-    tf = TrainTransform(config(**{**OFF, "resized_crop_p": 1.0, "random_crop": False}), 512)
+    tf = TrainTransform(config(**{**OFF, "resized_crop_p": 1.0}), 512, window="centre")
     out = tf(mel, np.random.default_rng(0))
     centre = torch.from_numpy(mel[:, 145 : 145 + 221].copy())[None, None]
     expected = torch.nn.functional.interpolate(
@@ -227,7 +227,7 @@ def test_spec_augment_mask_sizes_and_fill(max_masks):
 
 def test_specaugment_in_the_pipeline_fills_with_the_crop_minimum():
     mel = track(300)
-    on = TrainTransform(config(**{**OFF, "specaugment_p": 1.0, "random_crop": False}), 256)
+    on = TrainTransform(config(**{**OFF, "specaugment_p": 1.0}), 256, window="centre")
     out = on(mel, np.random.default_rng(0))
     window = mel[:, 22:278] / np.float32(100)
     rows, cols = _masked(out, window.min())
@@ -242,8 +242,8 @@ def test_each_toggle_disables_its_component():
     mel = track(700)
     everything = {"wrap_pad_p": 1.0, "resized_crop_p": 1.0, "specaugment_p": 1.0}
 
-    def outputs(**fields):
-        tf = TrainTransform(config(**{**everything, **fields}), 256)
+    def outputs(window="random", **fields):
+        tf = TrainTransform(config(**{**everything, **fields}), 256, window)
         return [tf(mel, np.random.default_rng(s)) for s in range(10)]
 
     def has_masks(x):
@@ -258,8 +258,8 @@ def test_each_toggle_disables_its_component():
         window_start(o, mel)
     with pytest.raises(AssertionError, match="not a window"):
         window_start(outputs(specaugment_p=0.0)[0], mel)
-    # Random crop off: the same centre window for every seed.
-    centre = outputs(specaugment_p=0.0, resized_crop_p=0.0, random_crop=False)
+    # The centre window instead of a random one: the same window for every seed.
+    centre = outputs("centre", specaugment_p=0.0, resized_crop_p=0.0)
     assert {window_start(o, mel) for o in centre} == {(700 - 256) // 2}
 
 
@@ -289,6 +289,35 @@ def test_eval_pads_with_the_minimum_centred():
     np.testing.assert_allclose(out[:, 17:47], mel, atol=1e-4)
     np.testing.assert_allclose(out[:, :17], mel.min(), atol=1e-4)
     np.testing.assert_allclose(out[:, 47:], mel.min(), atol=1e-4)
+
+
+@pytest.mark.parametrize("transform", ["train", "eval"])
+def test_first_window_reads_the_first_frames_of_a_long_track(transform):
+    mel = RecordingMel(track(5000))
+    tf = (TrainTransform(config(**OFF), 4096, "first") if transform == "train" else
+          EvalTransform(config(), 4096, "first"))  # fmt: skip
+    out = tf(mel, np.random.default_rng(3))
+    np.testing.assert_allclose(out * 100, mel.array[:, :4096], atol=1e-4)
+    assert mel.frames_read == 4096
+
+
+@pytest.mark.parametrize("transform", ["train", "eval"])
+def test_first_window_tiles_a_short_track_from_its_start(transform):
+    # The authors' get_spectogram: whole copies of the track, then its first frames.
+    mel = track(300)
+    tf = (TrainTransform(config(**OFF), 1000, "first") if transform == "train" else
+          EvalTransform(config(), 1000, "first"))  # fmt: skip
+    out = tf(mel, np.random.default_rng(0)) * 100
+    expected = np.concatenate([mel, mel, mel, mel[:, :100]], axis=1)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_first_window_is_the_same_for_every_seed_but_augmentation_still_draws():
+    mel = track(5000)
+    plain = TrainTransform(config(**OFF), 512, "first")
+    assert len({plain(mel, np.random.default_rng(s)).tobytes() for s in range(5)}) == 1
+    augmented = TrainTransform(config(**{**OFF, "specaugment_p": 1.0}), 512, "first")
+    assert len({augmented(mel, np.random.default_rng(s)).tobytes() for s in range(5)}) == 5
 
 
 # ----------------------------------------------------------------------------- mixup
@@ -337,3 +366,26 @@ def test_mixup_accepts_integer_labels():
     x, y = torch.randn(6, 1, 2, 2), torch.randint(0, 2, (6, 3))
     _, my = mixup(x, y, 1.0, torch.Generator().manual_seed(0))
     assert my.dtype == x.dtype and ((my >= 0) & (my <= 1)).all()
+
+
+def test_mixup_with_a_partner_batch_mixes_position_by_position():
+    n = 8
+    x, y = torch.randn(n, 1, 4, 6), torch.eye(n)
+    px, py = torch.randn(n, 1, 4, 6), torch.eye(n).flip(0)
+    mx, my = mixup(x, y, 1.0, torch.Generator().manual_seed(3), partner=(px, py))
+    lam = my[torch.arange(n), torch.arange(n)]  # own label's weight
+    np.testing.assert_allclose(my[torch.arange(n), torch.arange(n).flip(0)], 1 - lam, atol=1e-6)
+    expected = lam.view(n, 1, 1, 1) * x + (1 - lam.view(n, 1, 1, 1)) * px
+    np.testing.assert_allclose(mx, expected, atol=1e-6)
+    # The same generator gives the same lambdas whichever partner is used.
+    _, own = mixup(x, y, 1.0, torch.Generator().manual_seed(3))
+    mixed_with_another = (own > 0).sum(dim=1) == 2
+    assert mixed_with_another.sum() >= n // 2
+    diagonal = own[torch.arange(n), torch.arange(n)]
+    np.testing.assert_allclose(diagonal[mixed_with_another], lam[mixed_with_another], atol=1e-6)
+
+
+def test_mixup_refuses_a_partner_of_another_shape():
+    x, y = torch.randn(4, 1, 4, 6), torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="does not match"):
+        mixup(x, y, 1.0, torch.Generator(), partner=(torch.randn(3, 1, 4, 6), torch.zeros(3, 3)))

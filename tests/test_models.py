@@ -638,7 +638,29 @@ def test_prior_output_bias_sets_every_heads_bias_to_the_tag_log_odds(attention):
 
 def test_only_the_quick_preset_starts_from_the_prior():
     assert build_config("quick").model.output_bias == "prior"
-    assert build_config("submission1").model.output_bias == "zero"
-    assert build_config("submission2").model.output_bias == "zero"
+    assert build_config("submission1").model.output_bias == "default"
+    assert build_config("submission2").model.output_bias == "default"
     with pytest.raises(ConfigError, match="output_bias"):
         build_config("quick", {"model.output_bias": "mean"})
+
+
+def test_default_output_bias_is_pytorchs_uniform_init_as_in_the_authors_code():
+    # nn.Linear draws its bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); nothing zeroes it.
+    cfg = build_config("submission2", {"model.pretrained": "none"}).model
+    model = models.build_model(cfg, 4096)
+    for layer in model.output_layers():
+        bound = 1 / math.sqrt(layer.in_features)
+        bias = layer.bias.detach()
+        assert bias.abs().max() <= bound
+        assert (bias != 0).all() and bias.std() > bound / 4
+
+
+def test_embedding_convolution_is_unpadded_for_submission2_and_refuses_small_maps():
+    cfg = build_config("submission2", {"model.pretrained": "none"}).model
+    conv = models.build_model(cfg, 4096).embedding[0]
+    assert conv.kernel_size == (3, 3) and conv.padding == (0, 0)
+    quick = build_config("quick").model
+    assert models.build_model(quick, 256).embedding[0].padding == (1, 1)
+    unpadded = quick.model_copy(update={"embedding_padding": 0})
+    with pytest.raises(ConfigError, match=r"turns a 96 x 32 segment into 3x1.*embedding_padding=1"):
+        models.build_model(unpadded, 256)

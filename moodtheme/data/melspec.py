@@ -86,15 +86,27 @@ class MelspecDataset(Dataset):
     from (seed, epoch, index), so an item is the same whatever worker loads it; call
     :meth:`set_epoch` before each epoch. The epoch lives in shared memory, which keeps
     persistent workers in step with the main process.
+
+    ``stream`` tells apart datasets that must draw independently under one seed: the
+    training set and its second copy for mixup partners, validation and test. Its shuffle
+    order (:class:`EpochShuffleSampler`) differs by stream too. Stream 0 keeps the seeding
+    of runs made before streams existed.
     """
 
     def __init__(
-        self, root: Path, table: SplitTable, transform: Transform, seed: int = 0, n_mels: int = 96
+        self,
+        root: Path,
+        table: SplitTable,
+        transform: Transform,
+        seed: int = 0,
+        n_mels: int = 96,
+        stream: int = 0,
     ) -> None:
         self.root = Path(root)
         self.table = table
         self.transform = transform
         self.seed = int(seed)
+        self.stream = int(stream)
         self.n_mels = n_mels
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._labels = torch.from_numpy(table.labels.astype(np.float32))
@@ -113,7 +125,7 @@ class MelspecDataset(Dataset):
         return self.root / self.table.paths[index]
 
     def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+        return np.random.default_rng([self.seed, self.epoch, int(index), *_stream_key(self)])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         path = self.path(index)
@@ -143,7 +155,8 @@ class MelspecDataset(Dataset):
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A permutation seeded from (seed, epoch), so resuming at epoch k gives epoch k's order.
+    """A permutation seeded from (seed, epoch, the dataset's stream), so resuming at epoch k
+    gives epoch k's order.
 
     The epoch is read from ``dataset.epoch`` when iteration starts (MelspecDataset.set_epoch);
     datasets without one advance a private counter instead.
@@ -161,8 +174,14 @@ class EpochShuffleSampler(Sampler[int]):
         epoch = getattr(self.dataset, "epoch", None)
         if epoch is None:
             epoch, self._iterations = self._iterations, self._iterations + 1
-        order = np.random.default_rng([self.seed, int(epoch), 0x5EED]).permutation(len(self))
+        key = [self.seed, int(epoch), 0x5EED, *_stream_key(self.dataset)]
+        order = np.random.default_rng(key).permutation(len(self))
         return iter(order.tolist())
+
+
+def _stream_key(dataset: Dataset) -> list[int]:
+    stream = getattr(dataset, "stream", 0)
+    return [stream] if stream else []
 
 
 def _init_worker(worker_id: int) -> None:
