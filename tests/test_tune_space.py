@@ -68,9 +68,11 @@ def test_bad_space_gets_one_clear_line(name):
     assert "\n" not in message and "Traceback" not in message
 
 
-def test_missing_file_names_the_bundled_spaces(monkeypatch):
-    monkeypatch.chdir(REPO)
-    with pytest.raises(SpaceError, match="'nope.yaml' not found; bundled spaces: .*attn.yaml"):
+def test_missing_file_names_the_bundled_spaces(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        SpaceError, match="'nope.yaml' is neither a file nor a bundled space.*attn.yaml"
+    ):
         load_space("nope.yaml")
 
 

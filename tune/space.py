@@ -29,6 +29,7 @@ Each trial trains ``optim.epochs = asha.max_t`` epochs; ASHA may stop it earlier
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import itertools
 import math
 import re
@@ -230,11 +231,38 @@ def _lookup(key: str, chosen: Mapping[str, Any], base: Mapping[str, Any]) -> Any
 # ----------------------------------------------------------------------------- loading
 
 
+def bundled_spaces() -> dict[str, Path]:
+    """The spaces shipped with the package, by name: ``{"attn": .../attn.yaml, ...}``."""
+    folder = importlib.resources.files("search_spaces")
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def resolve_space_file(name_or_path: Path | str) -> Path:
+    """The space file ``name_or_path`` means: an existing file as given, else the bundled
+    space of that name (``attn.yaml`` or ``attn``), from whatever folder this runs in."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_spaces()
+    if path.parent == Path(".") and path.stem in bundled and path.suffix in ("", ".yaml"):
+        return bundled[path.stem]
+    names = ", ".join(f"{n}.yaml" for n in bundled)
+    raise SpaceError(
+        f"search space '{name_or_path}' is neither a file nor a bundled space; give a path to "
+        f"a YAML file or one of the bundled ones: {names}"
+    )
+
+
 def load_space(
     path: Path | str, budget: str | None = None, overrides: Mapping[str, Any] | None = None
 ) -> SearchSpace:
-    """Read and validate a space file; ``budget`` picks a ``budgets`` block (None: full)."""
-    path = Path(path)
+    """Read and validate a space file (a path, or a bundled space's name: see
+    :func:`resolve_space_file`); ``budget`` picks a ``budgets`` block (None: full)."""
+    path = resolve_space_file(path)
     where = _Where(path)
     raw = _read_yaml(path)
     if not isinstance(raw, Mapping):
@@ -265,10 +293,6 @@ def load_space(
 
 
 def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        bundled = sorted(p.as_posix() for p in Path("search_spaces").glob("*.yaml"))
-        hint = f"; bundled spaces: {', '.join(bundled)}" if bundled else ""
-        raise SpaceError(f"search space file '{path}' not found{hint}")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
