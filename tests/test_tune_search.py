@@ -165,10 +165,25 @@ def test_study_persisted_beside_results_with_importances(search):
     space, outcome, storage = search
     exp = storage / "smoke-e2e"
     study = optuna.load_study(study_name="smoke-e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
-    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(finished) == space.num_samples
-    values = sorted(outcome.table["val_pr_auc_macro"])
-    assert sorted(t.value for t in finished) == pytest.approx(values)
+    table = outcome.table
+    by_state = {
+        state: [t for t in study.trials if t.state == state] for state in optuna.trial.TrialState
+    }
+    complete, pruned = (
+        by_state[optuna.trial.TrialState.COMPLETE],
+        by_state[optuna.trial.TrialState.PRUNED],
+    )
+    # What ASHA stopped is PRUNED, with every epoch it trained as an intermediate value.
+    assert len(complete) == (table["state"] == "completed").sum()
+    assert len(pruned) == (table["state"] == "stopped_early").sum() >= 1
+    assert len(complete) + len(pruned) == space.num_samples
+    stopped = table[table["state"] == "stopped_early"]
+    assert sorted(len(t.intermediate_values) for t in pruned) == sorted(stopped["epochs"])
+    for t in pruned + complete:
+        assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
+    completed = table[table["state"] == "completed"]
+    assert sorted(t.value for t in complete) == pytest.approx(sorted(completed["val_pr_auc_macro"]))
+    assert all(len(t.intermediate_values) == 3 for t in complete)
     for name in ("trials.csv", "importances.csv", "search.png", "search.json"):
         assert (exp / name).is_file(), name
     assert not outcome.summary.importances.empty

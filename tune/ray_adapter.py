@@ -37,6 +37,8 @@ from tune.tracking import Tracker
 
 # Trial result fields that are bookkeeping, not metrics.
 INFO_FIELDS = ("node_id", "gpu_ids", "mlflow_run_id", "restored_from_epoch", "trial_name")
+# Set in a trial's last report once `fit` has returned: the trial trained to the end.
+FIT_FINISHED = "fit_finished"
 
 
 class ClusterError(RuntimeError):
@@ -161,13 +163,19 @@ def placement() -> dict[str, str]:
 
 @dataclass
 class OptunaPlan:
-    """An Optuna search: a define-by-run function and a study persisted in an RDB store."""
+    """An Optuna search: a define-by-run function and a study persisted in an RDB store.
+
+    ``record_pruned=False`` keeps Ray's stock bookkeeping (every trial COMPLETE with its last
+    value, intermediate values at Tune's iteration counter); only the search benchmark uses
+    it, to show what recording ASHA's stops changes.
+    """
 
     define_by_run: Callable[[Any], dict[str, Any] | None]
     sampler: Any
     study_url: str
     study_name: str
     num_samples: int
+    record_pruned: bool = True
 
 
 @dataclass
@@ -266,7 +274,8 @@ def _tune_config(job: TuneJob) -> tune.TuneConfig:
         # One study in sqlite beside the results: a resumed search keeps its sampler's
         # history, and optuna-dashboard can open it while the search runs.
         storage = optuna.storages.RDBStorage(job.optuna.study_url)
-        searcher = OptunaSearch(
+        searcher_class = EpochOptunaSearch if job.optuna.record_pruned else OptunaSearch
+        searcher = searcher_class(
             space=job.optuna.define_by_run,
             metric=job.metric,
             mode=job.mode,
@@ -329,7 +338,7 @@ def trial_state(last: Mapping[str, Any], error: Any) -> str:
     search was interrupted before the trial ended)."""
     if error is not None:
         return "errored"
-    if last.get("fit_finished"):
+    if last.get(FIT_FINISHED):
         return "completed"
     if last.get("done"):
         return "stopped_early"
@@ -380,6 +389,49 @@ def fetch_checkpoint(uri_or_path: str, dest: Path) -> Path:
     if _is_local(checkpoint):
         return Path(checkpoint.path)
     return Path(checkpoint.to_directory(str(dest)))
+
+
+class EpochOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, telling the study what ASHA did.
+
+    Every epoch's value is an intermediate value at ``step = epoch`` (Ray's own class uses its
+    iteration counter and skips the result on which a trial is stopped). A trial that ends
+    without training to the end (stopped by ASHA) is told as PRUNED, Optuna's convention:
+    TPE then ranks it below the finished ones instead of taking its 1-epoch score for a final
+    one, and optuna-dashboard shows it as pruned with its curve.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reported: dict[str, set[int]] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._report_epoch(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if result:
+            self._report_epoch(trial_id, result)
+        pruned = bool(result) and not error and not result.get(FIT_FINISHED)
+        if not pruned or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        import optuna
+
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def _report_epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        value, epoch = result.get(self.metric), result.get("epoch")
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if value is None or epoch is None or not math.isfinite(float(value)):
+            return
+        seen = self._reported.setdefault(trial_id, set())
+        if int(epoch) not in seen:  # the last epoch comes again with the final scores
+            seen.add(int(epoch))
+            self._ot_trials[trial_id].report(float(value), int(epoch))
 
 
 # ----------------------------------------------------------------------------- callbacks

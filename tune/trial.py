@@ -139,7 +139,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     if tracker is not None:
         tracker.log_metrics(run_id, final, step=metrics["epoch"])
     ray_adapter.report(
-        {**metrics, **final, **where, "fit_finished": 1, "best_epoch": result.best_epoch},
+        {**metrics, **final, **where, ray_adapter.FIT_FINISHED: 1, "best_epoch": result.best_epoch},
         checkpoint_dir=checkpoint,
     )
     shutil.rmtree(staging, ignore_errors=True)
