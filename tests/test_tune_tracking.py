@@ -113,3 +113,21 @@ def test_unreachable_server_fails_fast_with_clear_message():
     with pytest.raises(TrackingError, match=f"127.0.0.1:{port} is not reachable.*--mlflow-uri"):
         tracker.check_reachable(timeout_s=2)
     assert time.monotonic() - started < 30
+
+
+def test_experiments_open_on_the_runs_table_and_the_hint_says_how(tracker, store):
+    from tune.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    experiment_id = tracker.experiment_id()
+    experiment = tracker.client.get_experiment(experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    command, address = tracker.browse_hint()
+    assert f"mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1" in command
+    assert address.strip() == f"then open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
+    # An experiment created elsewhere, without the tag, gets it when a search reuses it.
+    other = tracker.client.create_experiment("made-elsewhere")
+    assert Tracker(store, "made-elsewhere").experiment_id() == other
+    assert tracker.client.get_experiment(other).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    server = Tracker("http://127.0.0.1:5999", "x")
+    server._experiment_id = "7"
+    assert server.browse_hint() == ["MLflow runs: http://127.0.0.1:5999/#/experiments/7/runs"]

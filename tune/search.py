@@ -95,6 +95,7 @@ class Outcome:
     interrupted: bool
     metric: str
     mode: str
+    tracker: Tracker | None = None
 
     @property
     def best(self) -> TrialRecord | None:
@@ -358,6 +359,7 @@ def _finish(
         interrupted=interrupted,
         metric=plan.metric,
         mode=plan.mode,
+        tracker=tracker,
     )
     if tracker is not None and parent_id is not None:
         reconcile_children(tracker, parent_id, records)
@@ -589,8 +591,10 @@ def _print_outcome(outcome: Outcome, args: argparse.Namespace, top_k: int) -> No
             print(f"\nparameter importances: {s.importance_note}")
         print("\nfiles: " + ", ".join(str(p) for p in s.files))
     print(f"results: {outcome.path}")
-    if outcome.parent_run_id:
+    if outcome.parent_run_id and outcome.tracker is not None:
         print(f"MLflow parent run: {outcome.parent_run_id}")
+        for line in outcome.tracker.browse_hint():
+            print(line)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow 3's UI opens an experiment of this kind on its runs table, not the GenAI overview.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_PORT = 5000
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "tune_trial_id"
 STATE_TAG = "trial_state"
@@ -101,16 +105,35 @@ class Tracker:
                     f"MLflow experiment '{self.experiment}' is deleted in {self.uri}; restore it "
                     "(mlflow experiments restore) or choose another --name"
                 )
-            self._experiment_id = (
-                found.experiment_id
-                if found is not None
-                else _retry(
+            if found is not None:
+                self._experiment_id = found.experiment_id
+                if found.tags.get(EXPERIMENT_KIND_TAG) is None:
+                    _retry(
+                        self.client.set_experiment_tag,
+                        found.experiment_id,
+                        EXPERIMENT_KIND_TAG,
+                        EXPERIMENT_KIND,
+                    )
+            else:
+                self._experiment_id = _retry(
                     self.client.create_experiment,
                     self.experiment,
                     artifact_location=self._artifact_location(),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
-            )
         return self._experiment_id
+
+    def browse_hint(self) -> list[str]:
+        """How to look at this experiment: the command that serves a local store, if one is
+        needed, and the address of the experiment's runs table."""
+        runs = f"#/experiments/{self.experiment_id()}/runs"
+        if urlparse(self.uri).scheme in ("http", "https"):
+            return [f"MLflow runs: {self.uri.rstrip('/')}/{runs}"]
+        return [
+            f"MLflow UI: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 "
+            f"--port {UI_PORT}",
+            f"  then open http://127.0.0.1:{UI_PORT}/{runs}",
+        ]
 
     def _artifact_location(self) -> str | None:
         """Beside a sqlite store (``mlruns/`` next to the .db file) rather than in whatever
