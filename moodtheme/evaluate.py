@@ -18,6 +18,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -250,6 +251,22 @@ def auc_metrics(
 
 
 # ----------------------------------------------------------------------------- thresholds
+
+
+def group_metrics(
+    groundtruth: np.ndarray, predictions: np.ndarray, columns: Sequence[int]
+) -> dict[str, float]:
+    """Macro PR-AUC and ROC-AUC over a group of tags (``columns``), and the group's label
+    frequency: the share of positive (track, tag) cells, which is PR-AUC's chance level.
+    Tags lacking either class in ``groundtruth`` are left out of the AUCs."""
+    columns = list(columns)
+    roc, pr = per_tag_auc(groundtruth[:, columns], predictions[:, columns])
+    with np.errstate(invalid="ignore"):
+        return {
+            "pr_auc_macro": float(np.nanmean(pr)) if np.isfinite(pr).any() else math.nan,
+            "roc_auc_macro": float(np.nanmean(roc)) if np.isfinite(roc).any() else math.nan,
+            "label_frequency": float(np.asarray(groundtruth)[:, columns].mean()),
+        }
 
 
 def optimal_thresholds(groundtruth: np.ndarray, predictions: np.ndarray) -> np.ndarray:

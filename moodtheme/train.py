@@ -35,6 +35,7 @@ from moodtheme.evaluate import (
     apply_thresholds,
     auc_metrics,
     compute_metrics,
+    group_metrics,
     optimal_thresholds,
 )
 from moodtheme.models import build_model, combined_loss, init_output_bias, predict_proba
@@ -527,7 +528,8 @@ def fit(
             log(f"early stop: no improvement of {monitored_metric(config)} in {patience} epochs")
             break
 
-    final = final_predictions(config, model, ckpt_dir, eval_loaders, device, run_dir)
+    groups = planted_columns(root, tables["test"].tags)
+    final = final_predictions(config, model, ckpt_dir, eval_loaders, device, run_dir, groups)
     log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("test_")))
     return FitResult(run_dir, final, state.history, state.best_epoch)
 
@@ -658,6 +660,17 @@ def metric_key(prefix: str, official: str) -> str:
     return f"{prefix}_{official.lower().replace('-', '_')}"
 
 
+def planted_columns(root: Path, tags: list[str]) -> dict[str, list[int]]:
+    """Label-matrix columns of each planted tag group of a synthetic dataset (none for real
+    data), so the final metrics can say what was learnt of each."""
+    from moodtheme.data.synth import planted_groups
+
+    return {
+        group: [tags.index(t) for t in names if t in tags]
+        for group, names in planted_groups(root).items()
+    }
+
+
 def final_predictions(
     config: Config,
     model: torch.nn.Module,
@@ -665,8 +678,13 @@ def final_predictions(
     loaders: dict[str, torch.utils.data.DataLoader],
     device: torch.device,
     out_dir: Path,
+    groups: dict[str, list[int]] | None = None,
 ) -> dict[str, float]:
-    """Predict validation and test with the kept weights; write predictions and metrics."""
+    """Predict validation and test with the kept weights; write predictions and metrics.
+
+    ``groups`` (planted tag groups, synthetic data) add each group's PR-AUC, ROC-AUC and label
+    frequency: ``test_long_range_pr_auc_macro``, ``test_long_range_label_frequency``, ...
+    """
     subsets = ("validation", "test")
     probs, labels = kept_predictions(config, model, ckpt_dir, loaders, device)
     final: dict[str, float] = {}
@@ -681,6 +699,9 @@ def final_predictions(
         )
         for name, value in metrics.items():
             final[metric_key(prefix, name)] = float(value)
+        for group, columns in (groups or {}).items():
+            for name, value in group_metrics(labels[s], probs[s], columns).items():
+                final[f"{prefix}_{group}_{name}"] = value
     (out_dir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
     return final
 

@@ -307,3 +307,22 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "junk.npy").write_text("not numpy")
     rc, out, err = _run_cli(capsys, tmp_path / "gt.npy", tmp_path / "junk.npy")
     assert rc != 0 and f"{tmp_path / 'junk.npy'} is not a readable .npy" in err
+
+
+def test_group_metrics_average_the_groups_tags_and_give_the_chance_level():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from moodtheme.evaluate import group_metrics
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((200, 6)) < 0.2
+    truth[:, 5] = False  # no positives: left out of the AUCs
+    scores = rng.random((200, 6)) + truth * 0.5
+    got = group_metrics(truth, scores, [1, 3, 5])
+    assert got["pr_auc_macro"] == pytest.approx(
+        np.mean([average_precision_score(truth[:, c], scores[:, c]) for c in (1, 3)])
+    )
+    assert got["roc_auc_macro"] == pytest.approx(
+        np.mean([roc_auc_score(truth[:, c], scores[:, c]) for c in (1, 3)])
+    )
+    assert got["label_frequency"] == pytest.approx(truth[:, [1, 3, 5]].mean())

@@ -225,3 +225,19 @@ def test_cli_train_resume_and_predict(small_synth, tmp_path):
     bad = subprocess.run(common + ["model.attention.heads=3"], capture_output=True, text=True)
     assert bad.returncode == 2 and "heads=3" in bad.stderr and "Traceback" not in bad.stderr
     json.loads((out / "config.json").read_text())
+
+
+def test_final_metrics_report_the_planted_groups_on_synthetic_data(small_synth, tmp_path):
+    config = tiny_config(small_synth, **{"optim.epochs": 1, "optim.switch_epoch": None})
+    final = train.fit(config, tmp_path / "run").final_metrics
+    planted = json.loads((small_synth / "planted.json").read_text())
+    tags = train.load_tables(config, small_synth)["test"].tags
+    truth = np.load(tmp_path / "run" / "test_groundtruth.npy")
+    for group in ("local", "long_range"):
+        columns = [tags.index(t) for t in planted[group]]
+        assert final[f"test_{group}_label_frequency"] == pytest.approx(truth[:, columns].mean())
+        for name in ("pr_auc_macro", "roc_auc_macro"):
+            assert 0 <= final[f"test_{group}_{name}"] <= 1
+            assert 0 <= final[f"val_{group}_{name}"] <= 1
+    # Real data has no planted.json, hence no groups.
+    assert train.planted_columns(tmp_path, tags) == {}

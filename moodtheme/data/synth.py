@@ -619,6 +619,18 @@ def load_planted(root: Path) -> dict:
         raise SynthError(f"{path}: not found; is {root} a synthetic dataset?") from None
 
 
+PLANTED_GROUPS = ("local", "long_range")
+
+
+def planted_groups(root: Path) -> dict[str, list[str]]:
+    """The planted tag groups of a synthetic dataset root (``local``, ``long_range``), or
+    nothing for real data (no ``planted.json``)."""
+    if not (Path(root) / PLANTED_FILE).is_file():
+        return {}
+    info = load_planted(root)
+    return {group: list(info[group]) for group in PLANTED_GROUPS if info.get(group)}
+
+
 # ----------------------------------------------------------------------------- cache
 
 
