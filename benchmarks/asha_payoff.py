@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                     int((table["state"] == "stopped_early").sum()),
                     epochs,
                     wall,
-                    best["final_val_pr_auc_macro"] if best is not None else float("nan"),
-                    best["final_test_pr_auc_macro"] if best is not None else float("nan"),
+                    best["kept_val_pr_auc_macro"] if best is not None else float("nan"),
+                    best["kept_test_pr_auc_macro"] if best is not None else float("nan"),
                 )
             )
     ray_adapter.disconnect()

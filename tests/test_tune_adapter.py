@@ -69,10 +69,10 @@ def records():
     return [
         _record("a", "stopped_early", [0.30], {"optim.lr": 0.1}),
         _record(
-            "b", "completed", [0.1, 0.2, 0.25], {"optim.lr": 0.01}, {"final_val_pr_auc_macro": 0.3}
+            "b", "completed", [0.1, 0.2, 0.25], {"optim.lr": 0.01}, {"kept_val_pr_auc_macro": 0.3}
         ),
         _record(
-            "c", "completed", [0.1, 0.22, 0.21], {"optim.lr": 0.02}, {"final_val_pr_auc_macro": 0.2}
+            "c", "completed", [0.1, 0.22, 0.21], {"optim.lr": 0.02}, {"kept_val_pr_auc_macro": 0.2}
         ),
         _record("d", "errored", [0.05], {"optim.lr": 9.0}),
     ]

@@ -129,7 +129,10 @@ def search(mlflow_server, ray_session, tmp_path_factory):
     from tune.space import Asha
 
     space = replace(
-        space, max_concurrent_trials=1, asha=Asha(max_t=3, grace_period=1, reduction_factor=3)
+        space,
+        max_concurrent_trials=1,
+        asha=Asha(max_t=3, grace_period=1, reduction_factor=3),
+        noise_seeds=1,
     )
     storage = tmp_path_factory.mktemp("results")
     options = RunOptions(
@@ -147,8 +150,8 @@ def test_asha_stops_some_trials_and_optuna_respects_the_space(search):
     completed = table[table["state"] == "completed"]
     assert len(stopped) >= 1 and len(completed) >= 1
     assert (stopped["epochs"] < 3).all() and (completed["epochs"] == 3).all()
-    assert completed["final_test_pr_auc_macro"].between(0, 1).all()
-    assert stopped["final_test_pr_auc_macro"].isna().all()
+    assert completed["kept_test_pr_auc_macro"].between(0, 1).all()
+    assert stopped["kept_test_pr_auc_macro"].isna().all()
     # suggestions respect the space, including the conditional parameter
     for _, row in table.iterrows():
         enabled = bool(row["param.model.attention.enabled"])
@@ -198,7 +201,7 @@ def test_completed_trial_checkpoint_holds_the_outputs(search):
     for name in ("checkpoint.pt", "trial.json", "final_metrics.json", "test_predictions.npy"):
         assert (folder / name).is_file(), name
     metrics = json.loads((folder / "final_metrics.json").read_text())
-    assert metrics["test_pr_auc_macro"] == pytest.approx(best.last["final_test_pr_auc_macro"])
+    assert metrics["test_pr_auc_macro"] == pytest.approx(best.last["kept_test_pr_auc_macro"])
     assert np.load(folder / "test_predictions.npy").shape[1] == 56
 
 
@@ -228,6 +231,32 @@ def test_mlflow_server_holds_parent_children_and_history(search, mlflow_server):
         assert sorted(m["step"] for m in history) == list(range(1, int(row["epochs"]) + 1))
     artifacts = _rest(url, "artifacts/list", run_id=outcome.parent_run_id)
     assert {"summary", "best_checkpoint", "smoke.yaml"} <= {f["path"] for f in artifacts["files"]}
+    # The seed-noise runs sit in the same experiment, under their own parent.
+    noise_parents = [r for r in runs if _tags(r).get("tune_role") == "seed_noise"]
+    assert len(noise_parents) == 1
+    noise_id = noise_parents[0]["info"]["run_id"]
+    noise_children = [r for r in runs if _tags(r).get("mlflow.parentRunId") == noise_id]
+    assert [int(float(_params(r)["run.seed"])) for r in noise_children] == [1]
+    assert experiment["experiment"]["tags"] and any(
+        t["key"] == "mlflow.experimentKind" for t in experiment["experiment"]["tags"]
+    )
+
+
+def _params(run: dict) -> dict:
+    return {p["key"]: p["value"] for p in run["data"]["params"]}
+
+
+def test_the_best_configuration_is_retrained_with_other_seeds(search):
+    space, outcome, storage = search
+    best = outcome.best
+    assert best.state == "completed" and outcome.noise is not None
+    assert outcome.noise.seeds == (0, 1)
+    assert outcome.noise.values[0] == pytest.approx(best.last[space.metric])
+    assert np.isfinite(outcome.noise.values[1])
+    assert outcome.separation is not None and "seed noise" in outcome.separation.text
+    saved = json.loads((storage / "smoke-e2e" / "seed_noise.json").read_text())
+    assert saved["noise"]["values"] == pytest.approx(list(outcome.noise.values))
+    assert (storage / "smoke-e2e-seed-noise").is_dir()
 
 
 # ----------------------------------------------------------------------------- fixed lists

@@ -20,7 +20,7 @@ max_concurrent_trials, options: RunOptions) -> Outcome``
 ``storage`` and MLflow experiment), ``storage``, ``address``, ``resume``, ``mlflow_uri``,
 ``max_failures``, ``keep_checkpoints``, ``data``, local ``num_cpus``/``num_gpus``.
 :class:`Outcome` has ``records`` (one `ray_adapter.TrialRecord` per trial: ``state``,
-``last`` metrics incl. ``final_*`` scores, ``checkpoint``), ``table`` (a DataFrame, best
+``last`` metrics incl. the kept model's ``kept_*`` scores, ``checkpoint``), ``table`` (a DataFrame, best
 first), ``best``, ``path`` and ``parent_run_id``. A completed trial's checkpoint holds the
 run's outputs: ``{validation,test}_predictions.npy``, ``*_groundtruth.npy``,
 ``final_metrics.json``, ``config.json`` (local copy: `ray_adapter.fetch_checkpoint`).
@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,15 @@ import pandas as pd
 from moodtheme.config import ConfigError, build_config, parse_overrides
 from tune import preflight, ray_adapter
 from tune.ray_adapter import AshaPlan, ClusterError, OptunaPlan, TrialRecord, TuneJob
+from tune.seed_noise import SEED_KEY, SeedNoise, Separation, noise_trials, separation
 from tune.space import Resources, SearchSpace, SpaceError, load_space
-from tune.summary import Summary, top_k_text, write_summary
+from tune.summary import Summary, table_legend, top_k_text, write_summary
 from tune.tracking import Tracker, TrackingError
 from tune.trial import TrialContext, run_trial
 
 MANIFEST = "search.json"
 STUDY_DB = "optuna.db"
+SEED_NOISE_FILE = "seed_noise.json"
 
 
 @dataclass
@@ -96,6 +99,8 @@ class Outcome:
     metric: str
     mode: str
     tracker: Tracker | None = None
+    noise: SeedNoise | None = None  # the best configuration under other seeds (noise_seeds)
+    separation: Separation | None = None
 
     @property
     def best(self) -> TrialRecord | None:
@@ -156,7 +161,85 @@ def run_search(space: SearchSpace, options: RunOptions) -> Outcome:
             ),
         }
 
-    return _execute(plan, options, job_parts, space_file=space.source)
+    outcome = _execute(plan, options, job_parts, space_file=space.source)
+    if space.noise_seeds and not outcome.interrupted:
+        outcome.noise = _measure_seed_noise(space, options, outcome)
+    completed = (
+        outcome.table[outcome.table["state"] == "completed"]
+        if not outcome.table.empty
+        else outcome.table
+    )
+    values = completed[space.metric].tolist() if not completed.empty else []
+    outcome.separation = separation(values, outcome.noise)
+    _record_seed_noise(outcome)
+    return outcome
+
+
+def _measure_seed_noise(
+    space: SearchSpace, options: RunOptions, outcome: Outcome
+) -> SeedNoise | None:
+    """Train the best completed configuration again with ``space.noise_seeds`` other seeds,
+    as a fixed list of trials in the same MLflow experiment (resumed if it was cut short)."""
+    best = outcome.best
+    if best is None or best.state != "completed":
+        return None
+    overrides = _flat_params(best)
+    name = f"{outcome.name}-seed-noise"
+    storage = preflight.check_storage(options.storage)
+    noise_options = replace(
+        options,
+        name=name,
+        resume=ray_adapter.can_resume(f"{storage.rstrip('/')}/{name}"),
+        extra_callbacks=[],
+    )
+    specs = [
+        TrialSpec(f"{best.name}.{label}", trial_overrides, {"role": "seed_noise"})
+        for label, trial_overrides in noise_trials(overrides, space.noise_seeds)
+    ]
+    noise = run_trials(
+        specs,
+        preset=space.preset,
+        overrides=space.fixed_overrides(),
+        metric=space.metric,
+        mode=space.mode,
+        resources=space.resources,
+        max_concurrent_trials=space.max_concurrent_trials,
+        options=noise_options,
+        experiment=outcome.name,
+    )
+    runs = {r.name: r for r in noise.records}
+    values = [best.last.get(space.metric, math.nan)] + [
+        runs[s.name].last.get(space.metric, math.nan)
+        if s.name in runs and runs[s.name].state == "completed"
+        else math.nan
+        for s in specs
+    ]
+    seeds = (int(overrides.get(SEED_KEY, 0)), *(int(s.overrides[SEED_KEY]) for s in specs))
+    return SeedNoise(overrides, seeds, tuple(float(v) for v in values))
+
+
+def _record_seed_noise(outcome: Outcome) -> None:
+    """Keep the noise check beside the summary and on the search's MLflow parent run."""
+    if outcome.separation is None:
+        return
+    record = {
+        "separated": outcome.separation.separated,
+        "p_value": outcome.separation.p_value,
+        "text": outcome.separation.text,
+        "noise": None
+        if outcome.noise is None
+        else {"seeds": outcome.noise.seeds, "values": outcome.noise.values, "sd": outcome.noise.sd},
+    }
+    if outcome.summary is not None and outcome.summary.files:
+        path = outcome.summary.files[0].parent / SEED_NOISE_FILE
+        path.write_text(json.dumps(record, indent=2, default=str))
+        outcome.summary.files.append(path)
+        if outcome.tracker is not None and outcome.parent_run_id:
+            outcome.tracker.log_artifact(outcome.parent_run_id, path, "summary")
+    if outcome.tracker is not None and outcome.parent_run_id and outcome.noise is not None:
+        outcome.tracker.log_metrics(
+            outcome.parent_run_id, {"seed_noise_sd": outcome.noise.sd}, step=0
+        )
 
 
 def run_trials(
@@ -169,9 +252,11 @@ def run_trials(
     resources: Resources = Resources(),
     max_concurrent_trials: int = 1,
     options: RunOptions,
+    experiment: str | None = None,
 ) -> Outcome:
     """Run a fixed list of trial configs to the end (no Optuna, no ASHA), with the search's
-    preflight, storage, resume, retries and MLflow layout. ``options.name`` is required."""
+    preflight, storage, resume, retries and MLflow layout. ``options.name`` is required; the
+    MLflow experiment is ``experiment``, or that name."""
     if not options.name:
         raise SearchError("run_trials needs options.name (the results folder and experiment)")
     names = [t.name for t in trials]
@@ -195,6 +280,8 @@ def run_trials(
         source="run_trials",
         example=dict(trials[0].overrides) if trials else {},
         params={"trials": len(trials), "preset": preset, "metric": metric, "mode": mode},
+        experiment=experiment,
+        role="search" if experiment is None else "seed_noise",
     )
     grid = [{"name": t.name, "overrides": dict(t.overrides), "tags": dict(t.tags)} for t in trials]
     return _execute(plan, options, lambda exp_dir: {"grid": grid})
@@ -216,6 +303,8 @@ class _Plan:
     source: str
     params: dict[str, Any]
     example: dict[str, Any]  # one trial's own overrides: a whole config for the checks
+    experiment: str | None = None  # MLflow experiment; None: the plan's name
+    role: str = "search"  # the MLflow parent run's tune_role tag
 
 
 def _execute(
@@ -259,7 +348,7 @@ def _execute(
             if parent_id:
                 tracker.reopen(parent_id)
             else:
-                parent_id = tracker.start_parent(plan.name, plan.params)
+                parent_id = tracker.start_parent(plan.name, plan.params, plan.role)
                 if space_file is not None:
                     tracker.log_artifact(parent_id, space_file)
         if manifest is None:
@@ -323,7 +412,7 @@ def _preflight(
     if manifest is not None and manifest.get("mlflow_uri"):
         tracker = Tracker(manifest["mlflow_uri"], manifest["experiment"])
     elif manifest is None and options.tracking:
-        tracker = Tracker(options.mlflow_uri, plan.name)
+        tracker = Tracker(options.mlflow_uri, plan.experiment or plan.name)
     if tracker is not None:
         tracker.check_reachable()
     return fixed, tracker
@@ -522,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_samples is not None:
             if args.num_samples < 1:
                 raise SearchError(f"--num-samples must be at least 1, got {args.num_samples}")
-            space = _replace(space, num_samples=args.num_samples)
+            space = replace(space, num_samples=args.num_samples)
         options = RunOptions(
             name=args.name,
             storage=args.storage,
@@ -548,12 +637,6 @@ def main(argv: list[str] | None = None) -> int:
     return 130 if outcome.interrupted else 0
 
 
-def _replace(space: SearchSpace, **changes: Any) -> SearchSpace:
-    from dataclasses import replace
-
-    return replace(space, **changes)
-
-
 def _print_outcome(outcome: Outcome, args: argparse.Namespace, top_k: int) -> None:
     width = min(shutil.get_terminal_size().columns, 120)
     print("\n" + "=" * width)
@@ -574,27 +657,39 @@ def _print_outcome(outcome: Outcome, args: argparse.Namespace, top_k: int) -> No
         print(f"best trial {best.name} ({best.state}, {int(best.last.get('epoch', 0))} epochs)")
         for key, value in _flat_params(best).items():
             print(f"  {key} = {value}")
-        scores = {outcome.metric: best.last.get(outcome.metric)}
-        scores.update(
-            {k: v for k, v in best.last.items() if k.startswith("final_") and "macro" in k}
-        )
-        print("  " + "  ".join(f"{k} {float(v):.4f}" for k, v in scores.items()))
-    print(f"\ntop {min(top_k, len(outcome.table))} by {outcome.metric} (last epoch):")
+    print(f"\ntop {min(top_k, len(outcome.table))} by {outcome.metric} (searched):")
     print(top_k_text(outcome.table, outcome.metric, top_k))
+    for line in table_legend(outcome.table, outcome.metric):
+        print(f"  {line}")
+    if outcome.noise is not None:
+        values = ", ".join(f"{v:.4f}" for v in outcome.noise.values)
+        seeds = ", ".join(str(s) for s in outcome.noise.seeds)
+        print(f"\nseed noise: the best configuration with seeds {seeds}: {outcome.metric} {values}")
+    if outcome.separation is not None:
+        print(f"separation: {outcome.separation.text}")
     if outcome.summary is not None:
-        s = outcome.summary
-        if not s.importances.empty:
-            print(f"\nparameter importances ({s.importance_note}):")
-            for _, row in s.importances.iterrows():
-                print(f"  {row['param']:<32} {row['importance']:.3f}")
-        else:
-            print(f"\nparameter importances: {s.importance_note}")
-        print("\nfiles: " + ", ".join(str(p) for p in s.files))
+        _print_importances(outcome.summary, outcome.separation)
+        print("\nfiles: " + ", ".join(str(p) for p in outcome.summary.files))
     print(f"results: {outcome.path}")
     if outcome.parent_run_id and outcome.tracker is not None:
         print(f"MLflow parent run: {outcome.parent_run_id}")
         for line in outcome.tracker.browse_hint():
             print(line)
+
+
+def _print_importances(summary: Summary, separated: Separation | None) -> None:
+    if summary.importances.empty:
+        print(f"\nparameter importances: {summary.importance_note}")
+    elif separated is not None and separated.separated is False:
+        print(
+            "\nparameter importances: not ranked; the trials do not differ beyond seed noise, "
+            "so any ranking would be noise"
+        )
+    else:
+        caveat = "" if separated is not None and separated.separated else "; seed noise unknown"
+        print(f"\nparameter importances ({summary.importance_note}{caveat}):")
+        for _, row in summary.importances.iterrows():
+            print(f"  {row['param']:<32} {row['importance']:.3f}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ _TOP_KEYS = (
     "resources",
     "asha",
     "sampler",
+    "noise_seeds",
     "params",
     "derived",
     "budgets",
@@ -72,6 +73,7 @@ _BUDGET_KEYS = (
     "max_concurrent_trials",
     "resources",
     "asha",
+    "noise_seeds",
     "params",
 )
 
@@ -169,6 +171,9 @@ class SearchSpace:
     asha: Asha
     sampler: SamplerSpec
     description: str = ""
+    # Extra seeds of the best configuration trained after the search, to measure how much the
+    # metric moves between seeds and so whether the trials really differ (tune.seed_noise).
+    noise_seeds: int = 0
 
     def fixed_overrides(self) -> dict[str, Any]:
         """Overrides every trial shares: the file's, plus the epoch budget."""
@@ -399,7 +404,15 @@ def _parse(where: _Where, raw: Mapping[str, Any], name: str) -> SearchSpace:
         asha=_asha(where, "asha", raw.get("asha"), None),
         sampler=_sampler(where, raw.get("sampler")),
         description=description,
+        noise_seeds=_count(where, "noise_seeds", raw.get("noise_seeds", 0)),
     )
+
+
+def _count(where: _Where, field_: str, value: Any) -> int:
+    number = _number(where, field_, value, integer=True)
+    if number < 0:
+        where.fail(field_, f"must be 0 or more, got {value!r}")
+    return int(number)
 
 
 def _preset(where: _Where, field_: str, value: Any) -> str:
@@ -621,6 +634,9 @@ def _apply_budget(
             **_overrides(where, f"{prefix}.overrides", block.get("overrides")),
         },
         params=tuple(params[p.key] for p in full.params),
+        noise_seeds=_count(
+            where, f"{prefix}.noise_seeds", block.get("noise_seeds", full.noise_seeds)
+        ),
         num_samples=int(
             _positive(
                 where,

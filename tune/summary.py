@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from tune.ray_adapter import INFO_FIELDS, TrialRecord
+from tune.trial import KEPT_PREFIX
 
 TRIALS_CSV = "trials.csv"
 IMPORTANCES_CSV = "importances.csv"
@@ -42,7 +43,7 @@ def trial_table(records: Sequence[TrialRecord], metric: str, mode: str) -> pd.Da
             metric: r.last.get(metric, math.nan),
             f"best_{metric}": (max if mode == "max" else min)(curve) if curve else math.nan,
         }
-        row.update({k: v for k, v in r.last.items() if k.startswith("final_")})
+        row.update({k: v for k, v in r.last.items() if k.startswith(KEPT_PREFIX)})
         row.update({f"param.{k}": v for k, v in _params(r.config).items()})
         row.update({k: r.last.get(k) for k in INFO_FIELDS if k in r.last})
         row["checkpoint"] = r.checkpoint
@@ -75,7 +76,9 @@ def _curve(record: TrialRecord, metric: str) -> list[float]:
 
 
 def param_importances(study_url: str | None, study_name: str | None) -> tuple[pd.DataFrame, str]:
-    """Optuna's importances over the study's finished trials, or an empty table and why."""
+    """Optuna's importances over the study's completed trials (the ones trained to the end:
+    ASHA's pruned trials do not count), or an empty table and why; the note says how many
+    trials are behind them."""
     empty = pd.DataFrame(columns=["param", "importance"])
     if not study_url or not study_name:
         return empty, "no Optuna study (fixed list of trials)"
@@ -84,14 +87,18 @@ def param_importances(study_url: str | None, study_name: str | None) -> tuple[pd
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=study_name, storage=study_url)
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if len(done) < 2:
-            return empty, f"{len(done)} finished trial(s); importances need 2 at least"
+        states = [t.state for t in study.trials]
+        done = states.count(optuna.trial.TrialState.COMPLETE)
+        pruned = states.count(optuna.trial.TrialState.PRUNED)
+        if done < 2:
+            return empty, (
+                f"{done} completed trial(s) ({pruned} pruned); importances need 2 at least"
+            )
         values = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError) as err:
         return empty, f"importances unavailable: {err}"
     table = pd.DataFrame({"param": list(values), "importance": list(values.values())})
-    return table, f"from {len(done)} finished trials"
+    return table, f"from {done} completed trials; the {pruned} pruned ones are not used"
 
 
 def write_summary(
@@ -155,13 +162,48 @@ def plot_search(
     plt.close(fig)
 
 
+# Short headers for the terminal table, explained by table_legend().
+_KEPT_COLUMNS = {
+    f"{KEPT_PREFIX}val_pr_auc_macro": "kept val",
+    f"{KEPT_PREFIX}test_pr_auc_macro": "kept test",
+    f"{KEPT_PREFIX}test_local_pr_auc_macro": "test local",
+    f"{KEPT_PREFIX}test_long_range_pr_auc_macro": "test long-range",
+}
+
+
 def top_k_text(table: pd.DataFrame, metric: str, k: int) -> str:
-    """A fixed-width table of the k best trials, for the terminal."""
+    """A fixed-width table of the k best trials, for the terminal (see :func:`table_legend`)."""
     if table.empty:
         return "(no trials)"
-    finals = [c for c in ("final_val_pr_auc_macro", "final_test_pr_auc_macro") if c in table]
+    kept = [c for c in _KEPT_COLUMNS if c in table]
     params = [c for c in table.columns if c.startswith("param.")]
-    columns = ["name", "state", "epochs", metric, *finals, *params]
-    shown = table.head(k)[columns].rename(columns=lambda c: c.removeprefix("param."))
+    shown = table.head(k)[["name", "state", "epochs", metric, *kept, *params]]
+    shown = shown.rename(columns={metric: "searched", **_KEPT_COLUMNS})
+    shown = shown.rename(columns=lambda c: c.removeprefix("param."))
     shown.index = range(1, len(shown) + 1)
     return shown.to_string(float_format=lambda v: f"{v:.4g}")
+
+
+def table_legend(table: pd.DataFrame, metric: str) -> list[str]:
+    """What each score column of :func:`top_k_text` is, so nobody compares one with another."""
+    lines = [
+        f"searched: {metric} at the trial's last epoch, what ASHA and TPE compared "
+        "(a stopped trial's after fewer epochs)",
+    ]
+    if f"{KEPT_PREFIX}test_pr_auc_macro" in table:
+        lines.append(
+            "kept val / kept test: PR-AUC-macro of the kept model (the epoch early stopping "
+            "chose), scored once after training; completed trials only"
+        )
+    chance = [
+        f"{label} {table[f'{KEPT_PREFIX}test_{group}_label_frequency'].dropna().iloc[0]:.3f}"
+        for group, label in (("local", "local"), ("long_range", "long-range"))
+        if f"{KEPT_PREFIX}test_{group}_label_frequency" in table
+        and table[f"{KEPT_PREFIX}test_{group}_label_frequency"].notna().any()
+    ]
+    if chance:
+        lines.append(
+            "test local / long-range: the kept model's test PR-AUC over the planted tags of the "
+            f"synthetic data; chance (their label frequency): {', '.join(chance)}"
+        )
+    return lines

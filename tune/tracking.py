@@ -145,12 +145,14 @@ class Tracker:
 
     # -- runs
 
-    def start_parent(self, name: str, params: Mapping[str, Any]) -> str:
+    def start_parent(self, name: str, params: Mapping[str, Any], role: str = "search") -> str:
+        """A parent run, tagged with its role: ``search`` (a search or a fixed list of
+        trials) or ``seed_noise`` (a search's best configuration under other seeds)."""
         run = _retry(
             self.client.create_run,
             self.experiment_id(),
             run_name=name,
-            tags={ROLE_TAG: "search"},
+            tags={ROLE_TAG: role},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id

@@ -5,8 +5,9 @@ trial's MLflow run, and reports them to Ray Tune with a checkpoint: a copy of th
 checkpoint directory plus ``trial.json`` (the MLflow run id and the epoch), so a retried or
 resumed trial continues both the training and the same MLflow run.
 
-The last epoch is reported after `fit` returns, together with the final metrics (``final_*``:
-the trainer's validation and test scores of the kept weights) and a checkpoint that also
+The last epoch is reported after `fit` returns, together with the kept model's scores
+(``kept_*``: the trainer's validation and test scores of the weights early stopping kept,
+measured once after training; not to be confused with the per-epoch ``val_*`` metrics) and a checkpoint that also
 holds the run's outputs (predictions, ground truth, thresholds, final_metrics.json): that is
 what the ablation suite reads. Reporting it late means an ASHA stop at the last rung can
 never cut the final evaluation short.
@@ -26,6 +27,8 @@ from tune import ray_adapter
 from tune.tracking import Tracker
 
 TRIAL_FILE = "trial.json"
+# Prefix of the kept model's scores in a trial's last report (kept_test_pr_auc_macro, ...).
+KEPT_PREFIX = "kept_"
 # What fit leaves in run_dir after training; copied into the final checkpoint.
 RUN_OUTPUTS = (
     "config.json",
@@ -135,11 +138,11 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     for output in RUN_OUTPUTS:
         if (run_dir / output).exists():
             shutil.copy2(run_dir / output, checkpoint / output)
-    final = {f"final_{k}": float(v) for k, v in result.final_metrics.items()}
+    kept = {f"{KEPT_PREFIX}{k}": float(v) for k, v in result.final_metrics.items()}
     if tracker is not None:
-        tracker.log_metrics(run_id, final, step=metrics["epoch"])
+        tracker.log_metrics(run_id, kept, step=metrics["epoch"])
     ray_adapter.report(
-        {**metrics, **final, **where, ray_adapter.FIT_FINISHED: 1, "best_epoch": result.best_epoch},
+        {**metrics, **kept, **where, ray_adapter.FIT_FINISHED: 1, "best_epoch": result.best_epoch},
         checkpoint_dir=checkpoint,
     )
     shutil.rmtree(staging, ignore_errors=True)
