@@ -74,7 +74,9 @@ def train_grid(out: Path, noise_seeds: int, extra: dict[str, Any]) -> None:
     ]
     for j, c in enumerate(NOISE_CONFIGS):
         for s in range(1, noise_seeds + 1):
-            specs.append(TrialSpec(f"noise-{j}-seed{s}", {**with_derived(c, frames), "run.seed": s}))
+            specs.append(
+                TrialSpec(f"noise-{j}-seed{s}", {**with_derived(c, frames), "run.seed": s})
+            )
     with tempfile.TemporaryDirectory(prefix="search-payoff-") as tmp:
         outcome = run_trials(
             specs,

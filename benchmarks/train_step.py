@@ -18,8 +18,10 @@ import time
 import torch
 
 from moodtheme.config import ConfigError, build_config, parse_overrides
+from moodtheme.device import Placement, pick_device
 from moodtheme.models import build_model, combined_loss
-from moodtheme.train import make_optimizer, pick_device, train_step
+from moodtheme.schedule import OptimizerSchedule
+from moodtheme.train import train_step
 
 PAPER_EPOCH_TRACKS = 9949
 
@@ -53,12 +55,11 @@ def measure(
         overrides["optim.batch_size"] = batch
     config = build_config(preset, overrides)
     device = pick_device(config.run.device)
+    placement = Placement(device, config.run.channels_last, config.run.amp)
     torch.manual_seed(0)
-    model = build_model(config.model, config.data.input_frames, config.data.n_mels).to(device)
-    if device.type == "cuda" and amp:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = make_optimizer(config.optim.optimizer, model.parameters(), config.optim.lr, config)
+    model = build_model(config.model, config.data.input_frames, config.data.n_mels)
+    model = placement.model(model).train()
+    optimizer = OptimizerSchedule.from_config(config.optim).first_optimizer(model.parameters())
     b = config.optim.batch_size
     x = torch.randn(b, 1, config.data.n_mels, config.data.input_frames) * 0.2 - 0.5
     y = (torch.rand(b, config.model.num_tags) < 0.05).float()
@@ -68,7 +69,7 @@ def measure(
     def step():
         if mode == "plain":
             return plain_step(model, optimizer, x, y)
-        return train_step(model, optimizer, x, y, device, config)
+        return train_step(model, optimizer, x, y, placement)
 
     for _ in range(warmup):
         step()

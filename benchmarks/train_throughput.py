@@ -5,8 +5,8 @@
     python benchmarks/train_throughput.py --preset submission2 --step-steps 3 --device cuda
 
 Builds a temporary dataset of real-size tracks (96 x ~10,000 float32 frames, ~220 s) and
-reads it the way `moodtheme.train.fit` does: `train.make_datasets` and `make_loader` for the
-training set and, with `augment.mixup_partner=second_loader`, for the second loader whose
+reads it the way `moodtheme.train.fit` does (`moodtheme.data.loaders.TrainingData`): the
+training loader and, with `augment.mixup_partner=second_loader`, for the second loader whose
 batches are the mixup partners (the authors' code), so a step reads 2 x batch tracks.
 
 Two figures per partner mode and worker count:
@@ -33,57 +33,47 @@ from loader import make_tracks  # benchmarks/loader.py, beside this script
 
 from moodtheme.augment import mixup
 from moodtheme.config import ConfigError, build_config, parse_overrides
-from moodtheme.data.melspec import make_loader
+from moodtheme.data.loaders import TrainingData
+from moodtheme.device import Placement, pick_device
 from moodtheme.models import build_model
-from moodtheme.train import make_datasets, make_optimizer, pick_device, train_step
+from moodtheme.schedule import OptimizerSchedule
+from moodtheme.train import train_step
 
 PARTNERS = ("in_batch", "second_loader")
 
 
-def loaders(config, root, table):
-    tables = {"train": table, "validation": table, "test": table}
-    datasets = make_datasets(config, root, tables)
-    b, workers = config.optim.batch_size, config.data.num_workers
-    main = make_loader(datasets["train"], b, True, workers, config.run.seed, drop_last=True)
-    partner = None
-    if "mixup_partner" in datasets:
-        partner = make_loader(
-            datasets["mixup_partner"], b, True, workers, config.run.seed, drop_last=True
-        )
-    return datasets, main, partner
-
-
-def batches(datasets, main, partner, epochs: int):
+def batches(data: TrainingData, epochs: int):
     """(x, y, partner batch or None) for ``epochs`` epochs, worker start-up included once."""
+    partner = data.loaders.get("mixup_partner")
     for epoch in range(1, epochs + 1):
-        for dataset in datasets.values():
-            dataset.set_epoch(epoch)
+        data.set_epoch(epoch)
         partners = iter(partner) if partner is not None else itertools.repeat(None)
-        for (x, y), other in zip(main, partners, strict=False):
+        for (x, y), other in zip(data.loaders["train"], partners, strict=False):
             yield x, y, other
 
 
-def measure(config, root, table, steps: int, warmup: int, model=None, device=None) -> float:
+def measure(config, root, table, steps: int, warmup: int, model=None, placement=None) -> float:
     """Training samples/s over ``steps`` batches after ``warmup``; with ``model``, each batch
     is also mixed and trained on."""
-    datasets, main, partner = loaders(config, root, table)
+    tables = {"train": table, "validation": table, "test": table}
+    data = TrainingData.from_tables(config, root, tables)
     optimizer = None
     if model is not None:
-        optimizer = make_optimizer(config.optim.optimizer, model.parameters(), 1e-3, config)
+        optimizer = OptimizerSchedule.from_config(config.optim).first_optimizer(model.parameters())
     generator = torch.Generator().manual_seed(0)
-    epochs = -(-(steps + warmup) // len(main))
+    epochs = -(-(steps + warmup) // len(data.loaders["train"]))
     samples, tick = 0, None
-    for i, (x, y, other) in enumerate(batches(datasets, main, partner, epochs)):
+    for i, (x, y, other) in enumerate(batches(data, epochs)):
         if i == warmup:
             tick = time.perf_counter()
         if model is not None:
             x, y = mixup(x, y, config.augment.mixup_alpha, generator, other)
-            train_step(model, optimizer, x, y, device, config)
+            train_step(model, optimizer, x, y, placement)
         if i >= warmup:
             samples += x.shape[0]
         if i + 1 == steps + warmup:
             break
-    if device is not None and device.type == "cuda":
+    if placement is not None and placement.device.type == "cuda":
         torch.cuda.synchronize()
     return samples / (time.perf_counter() - tick)
 
@@ -133,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             rate = measure(cfg, root, table, args.steps, args.warmup)
             step_cfg = build_config(args.preset, {**common, "run.device": args.device})
             torch.manual_seed(0)
-            model = build_model(step_cfg.model, step_cfg.data.input_frames).to(device).train()
-            both = measure(step_cfg, root, table, args.step_steps, args.warmup, model, device)
+            placement = Placement(device, step_cfg.run.channels_last, step_cfg.run.amp)
+            model = placement.model(build_model(step_cfg.model, step_cfg.data.input_frames))
+            both = measure(
+                step_cfg, root, table, args.step_steps, args.warmup, model.train(), placement
+            )
             print(f"| {partner} | {workers} | {rate:.1f} | {both:.1f} |", flush=True)
     return 0
 

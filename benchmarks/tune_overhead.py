@@ -65,9 +65,9 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 def epoch_seconds(checkpoint_dir: Path) -> float:
     """Seconds the trainer spent inside its epochs (from the history in checkpoint.pt)."""
-    from moodtheme.train import load_checkpoint
+    from moodtheme.rundir import load_checkpoint
 
-    return sum(h["epoch_seconds"] for h in load_checkpoint(checkpoint_dir)["state"]["history"])
+    return sum(h["epoch_seconds"] for h in load_checkpoint(checkpoint_dir)["trainer"]["history"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from moodtheme.config import ConfigError, with_overrides
-from moodtheme.data.melspec import MelspecError, make_loader
+from moodtheme.data.loaders import TrainingData, resolve_data_root
+from moodtheme.data.melspec import MelspecError
+from moodtheme.device import Placement, pick_device
+from moodtheme.errors import TrainingError
 from moodtheme.evaluate import (
     EvaluationError,
     apply_thresholds,
@@ -21,40 +24,28 @@ from moodtheme.evaluate import (
     optimal_thresholds,
     write_results_tsv,
 )
+from moodtheme.inference import kept_predictions, score_split
 from moodtheme.models import build_model
-from moodtheme.train import (
-    TrainingError,
-    kept_predictions,
-    load_run_config,
-    load_tables,
-    make_datasets,
-    pick_device,
-    resolve_data_root,
-    score_split,
-)
+from moodtheme.rundir import RunDir
 
 
 def predict_run(
     run_dir: Path, data: str | None = None, subset: str = "test", out: Path | None = None
 ) -> dict[str, float]:
-    """Predict `subset` with a run's kept weights and write the submission files."""
-    config = load_run_config(run_dir)
+    """Predict ``subset`` with a run's kept weights and write the submission files."""
+    run = RunDir(run_dir)
+    config = run.read_config()
     if data is not None:
         config = with_overrides(config, {"data.root": data})
-    out = out or run_dir / f"submission-{subset}"
+    out = out or run.path / f"submission-{subset}"
     out.mkdir(parents=True, exist_ok=True)
 
-    root = resolve_data_root(config)
-    tables = load_tables(config, root)
-    datasets = make_datasets(config, root, tables)
-    wanted = ["validation"] + ([subset] if subset != "validation" else [])
-    loaders = {
-        s: make_loader(datasets[s], config.optim.batch_size, False, config.data.num_workers, 0)
-        for s in wanted
-    }
+    loaders = TrainingData.build(config, resolve_data_root(config.data.root)).loaders
+    wanted = {s: loaders[s] for s in dict.fromkeys(["validation", subset])}
     device = pick_device(config.run.device)
-    model = build_model(config.model, config.data.input_frames, config.data.n_mels).to(device)
-    probs, labels = kept_predictions(config, model, run_dir / "checkpoint", loaders, device)
+    placement = Placement(device, config.run.channels_last, config.run.amp)
+    model = placement.model(build_model(config.model, config.data.input_frames, config.data.n_mels))
+    probs, labels = kept_predictions(config, model, run, wanted, placement)
 
     thresholds = optimal_thresholds(labels["validation"].astype(bool), probs["validation"])
     decisions = apply_thresholds(probs[subset], thresholds)

@@ -1,4 +1,5 @@
-"""A one-line progress display shared by downloads, dataset checks and training epochs."""
+"""A one-line progress display shared by downloads, dataset checks and training epochs, and
+the training run's log."""
 
 from __future__ import annotations
 
@@ -65,3 +66,26 @@ class Progress:
         if self.stream.isatty():
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+class RunLog:
+    """What a training run prints: one line per event and epoch, a progress bar per epoch;
+    silent when ``enabled`` is False (trials in a search)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(message, flush=True)
+
+    def bar(self, total: int, label: str) -> Progress | None:
+        return Progress(total, label, "batches") if self.enabled else None
+
+    def epoch_summary(self, epoch: int, epochs: int, m: dict[str, float], best: bool) -> None:
+        self(
+            f"epoch {epoch:3d}/{epochs}  train_loss {m['train_loss']:.4f}  "
+            f"val_loss {m['val_loss']:.4f}  val ROC-AUC {m['val_roc_auc_macro']:.4f}  "
+            f"PR-AUC {m['val_pr_auc_macro']:.4f}  lr {m['lr']:.1e}  "
+            f"{m['epoch_seconds']:.1f}s{'  *best' if best else ''}"
+        )

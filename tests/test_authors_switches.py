@@ -8,7 +8,9 @@ import torch
 
 import moodtheme.train as train
 from moodtheme.config import ConfigError, build_config
+from moodtheme.data.loaders import load_tables, make_datasets, resolve_data_root
 from moodtheme.data.melspec import make_loader
+from moodtheme.inference import monitored_metric
 from moodtheme.predict import predict_run
 
 TINY = {"data.limit_tracks": 48, "optim.batch_size": 8, "run.progress": False}
@@ -26,8 +28,8 @@ def tiny(root, **overrides):
 
 
 def datasets_of(config):
-    root = train.resolve_data_root(config)
-    return train.make_datasets(config, root, train.load_tables(config, root))
+    root = resolve_data_root(config.data.root)
+    return make_datasets(config, root, load_tables(config, root))
 
 
 def test_presets_switch_the_authors_behaviour_on_and_quick_keeps_it_off():
@@ -124,7 +126,7 @@ def test_head_attention_keeps_the_epoch_of_the_best_attention_score(small_synth,
         **{"optim.epochs": 4, "optim.switch_epoch": None, "optim.lr": 3e-3,
            "early_stopping.head": "attention"},
     )  # fmt: skip
-    assert train.monitored_metric(config) == "val_attention_roc_auc_macro"
+    assert monitored_metric(config) == "val_attention_roc_auc_macro"
     result = train.fit(config, tmp_path / "run")
     scores = [m["val_attention_roc_auc_macro"] for m in result.history]
     assert result.best_epoch == int(np.argmax(scores)) + 1
@@ -143,7 +145,7 @@ def test_monitored_metric_names_each_heads_score_and_loss():
         config = build_config(
             preset, {"early_stopping.head": head, "early_stopping.monitor": monitor}
         )
-        assert train.monitored_metric(config) == expected
+        assert monitored_metric(config) == expected
 
 
 def test_resume_is_exact_with_every_authors_switch_on(small_synth, tmp_path):

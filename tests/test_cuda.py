@@ -9,7 +9,10 @@ import torch
 
 import moodtheme.train as train
 from moodtheme.config import build_config
+from moodtheme.device import Placement, cap_gpu_memory, pick_device
 from moodtheme.models import build_model
+from moodtheme.rundir import load_checkpoint
+from moodtheme.schedule import OptimizerSchedule
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -20,9 +23,8 @@ def cuda_config(**overrides):
 
 def test_train_step_runs_in_bf16_channels_last_on_the_gpu():
     config = cuda_config()
-    device = train.pick_device(config.run.device)
-    model = build_model(config.model, config.data.input_frames, config.data.n_mels).to(device)
-    model = model.to(memory_format=torch.channels_last)
+    placement = Placement(pick_device(config.run.device), channels_last=True, amp=True)
+    model = placement.model(build_model(config.model, config.data.input_frames, config.data.n_mels))
     seen = {}
 
     def record(module, inputs, output):
@@ -33,11 +35,11 @@ def test_train_step_runs_in_bf16_channels_last_on_the_gpu():
 
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(record)
-    optimizer = train.make_optimizer("adam", model.parameters(), 1e-3, config)
+    optimizer = OptimizerSchedule.from_config(config.optim).first_optimizer(model.parameters())
     x = torch.randn(config.optim.batch_size, 1, config.data.n_mels, config.data.input_frames)
     y = (torch.rand(config.optim.batch_size, config.model.num_tags) < 0.1).float()
     before = [p.detach().clone() for p in model.parameters()]
-    loss = train.train_step(model, optimizer, x, y, device, config)
+    loss = train.train_step(model, optimizer, x, y, placement)
 
     assert all(p.device.type == "cuda" for p in model.parameters())
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
@@ -59,7 +61,7 @@ def test_fit_on_cuda_writes_cpu_loadable_checkpoints(small_synth, tmp_path):
         }
     )
     result = train.fit(config, tmp_path / "run")
-    ckpt = train.load_checkpoint(tmp_path / "run" / "checkpoint")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert all(t.device.type == "cpu" for t in ckpt["model"].values())  # map_location="cpu"
     assert "cuda" in ckpt["rng"]
     assert result.history[-1]["epoch"] == 2
@@ -68,7 +70,7 @@ def test_fit_on_cuda_writes_cpu_loadable_checkpoints(small_synth, tmp_path):
 
 def test_a_fractional_gpu_trial_cannot_allocate_past_its_share():
     total = torch.cuda.get_device_properties(0).total_memory
-    train.cap_gpu_memory(0.25)
+    cap_gpu_memory(0.25)
     try:
         with pytest.raises(torch.OutOfMemoryError):
             torch.empty(int(total * 0.3), dtype=torch.uint8, device="cuda")

@@ -25,6 +25,7 @@ from moodtheme.models import (
     load_pretrained,
     predict_proba,
     register_backbone,
+    summary,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_submission1_forward_shape():
     assert cfg.data.input_frames == 6590
     with torch.no_grad():
         out = model.eval()(example(cfg, batch=1))
-    assert list(out) == ["whole"] == list(model.heads)
+    assert list(out) == ["whole"] == list(model.head_names)
     assert out["whole"].shape == (1, 56)
 
 
@@ -113,7 +114,7 @@ def test_submission2_forward_shape():
     assert (cfg.data.input_frames, cfg.model.segments, cfg.model.segment_frames) == (4096, 16, 256)
     with torch.no_grad():
         out = model.eval()(example(cfg, batch=1))
-    assert list(out) == ["attention", "segment"] == list(model.heads)
+    assert list(out) == ["attention", "segment"] == list(model.head_names)
     assert all(v.shape == (1, 56) and torch.isfinite(v).all() for v in out.values())
 
 
@@ -125,7 +126,7 @@ def test_quick_and_attention_off_shapes():
 
     no_attention, _ = make("quick", model__attention__enabled=False)
     out = no_attention(x)
-    assert list(out) == ["segment"] == list(no_attention.heads)
+    assert list(out) == ["segment"] == list(no_attention.head_names)
     assert out["segment"].shape == (3, 56)
     assert no_attention.attention is None
     assert n_params(no_attention) == n_params(model) - n_params(model.attention)
@@ -233,7 +234,9 @@ def test_channels_last_gives_the_same_outputs():
         model = calibrated(model, x)
         with torch.no_grad():
             expected = model(x)
-            assert (expected[model.heads[0]][0] - expected[model.heads[0]][1]).abs().max() > 1e-3
+            assert (
+                expected[model.head_names[0]][0] - expected[model.head_names[0]][1]
+            ).abs().max() > 1e-3
             model = model.to(memory_format=torch.channels_last)
             got = model(x.to(memory_format=torch.channels_last))
         assert got.keys() == expected.keys()
@@ -448,7 +451,7 @@ def test_imagenet_weights_come_from_the_hub_cache_without_network(tmp_path, monk
     def no_network(url, timeout=3.0):
         raise AssertionError("the network must not be touched when the cache has the weights")
 
-    monkeypatch.setattr(models, "_host_reachable", no_network)
+    monkeypatch.setattr(models.pretrained, "_host_reachable", no_network)
     assert (
         models.imagenet_cache_path(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1) == cached
     )
@@ -461,7 +464,7 @@ def test_imagenet_weights_come_from_the_hub_cache_without_network(tmp_path, monk
 def test_imagenet_download_when_the_host_answers(tmp_path, monkeypatch):
     saved = _random_mobilenet_state(seed=12)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(models, "_host_reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setattr(models.pretrained, "_host_reachable", lambda url, timeout=3.0: True)
     calls = []
 
     def fake_download(url, *args, **kwargs):
@@ -488,7 +491,7 @@ def test_imagenet_download_when_the_host_answers(tmp_path, monkeypatch):
 
 def test_offline_without_cache_says_how_to_provide_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(models, "_host_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(models.pretrained, "_host_reachable", lambda url, timeout=3.0: False)
     with pytest.raises(PretrainedWeightsError) as err:
         load_pretrained(build_backbone("mobilenet_v2"), "imagenet")
     message = str(err.value)
@@ -545,18 +548,22 @@ def test_host_reachable_probe(tmp_path):
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
-        assert models._host_reachable(f"https://127.0.0.1:{port}/weights.pth", timeout=2.0)
+        assert models.pretrained._host_reachable(
+            f"https://127.0.0.1:{port}/weights.pth", timeout=2.0
+        )
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # bound but not listening: refused
-    assert not models._host_reachable(f"https://127.0.0.1:{port}/weights.pth", timeout=2.0)
+    assert not models.pretrained._host_reachable(
+        f"https://127.0.0.1:{port}/weights.pth", timeout=2.0
+    )
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def test_cli_summarises_submission2(capsys):
-    assert models.main(["--preset", "submission2"]) == 0
+    assert summary.main(["--preset", "submission2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == "parameters: 9993895"
     assert "model.pretrained='imagenet' is not loaded" in lines[1]
@@ -569,7 +576,7 @@ def test_cli_summarises_submission2(capsys):
 
 
 def test_cli_overrides_and_counts(capsys):
-    assert models.main(["--preset", "quick", "model.attention.enabled=false"]) == 0
+    assert summary.main(["--preset", "quick", "model.attention.enabled=false"]) == 0
     out = capsys.readouterr().out
     model, _ = make("quick", model__attention__enabled=False)
     assert out.strip().splitlines()[-1] == f"parameters: {n_params(model)}"
@@ -588,7 +595,7 @@ def test_cli_overrides_and_counts(capsys):
     ],
 )
 def test_cli_config_errors_are_one_line(capsys, argv, needle):
-    assert models.main(argv) == 2
+    assert summary.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and needle in captured.err

@@ -11,7 +11,12 @@ import pytest
 import torch
 
 import moodtheme.train as train
+from moodtheme import rundir
 from moodtheme.config import build_config
+from moodtheme.data.loaders import TrainingData, load_tables
+from moodtheme.device import Placement
+from moodtheme.errors import TrainingError
+from moodtheme.inference import per_tag_loss, planted_columns, probabilities, run_inference
 from moodtheme.models import build_model
 
 # A tiny slice of the synthetic set keeps each run to seconds on two cores.
@@ -30,9 +35,9 @@ def test_callback_sees_every_epoch_with_its_checkpoint(small_synth, tmp_path):
     seen = []
 
     def callback(report):
-        assert (report.checkpoint_dir / train.CHECKPOINT_FILE).is_file()
-        ckpt = train.load_checkpoint(report.checkpoint_dir)
-        assert ckpt["state"]["epoch"] == report.epoch
+        assert (report.checkpoint_dir / rundir.CHECKPOINT_FILE).is_file()
+        ckpt = rundir.load_checkpoint(report.checkpoint_dir)
+        assert ckpt["trainer"]["epoch"] == report.epoch
         seen.append(report)
 
     config = tiny_config(small_synth, **{"optim.epochs": 2, "optim.switch_epoch": None})
@@ -63,26 +68,25 @@ def test_per_class_early_stopping_takes_each_tags_lowest_val_loss_epoch(small_sy
     snapshots = {}
 
     def keep_weights(report):
-        snapshots[report.epoch] = train.load_checkpoint(report.checkpoint_dir)["model"]
+        snapshots[report.epoch] = rundir.load_checkpoint(report.checkpoint_dir)["model"]
 
     run = tmp_path / "run"
     train.fit(config, run, callback=keep_weights)
 
     # Recompute every epoch's per-tag validation loss from its weights, independently.
-    root = train.resolve_data_root(config)
-    datasets = train.make_datasets(config, root, train.load_tables(config, root))
-    loader = train.make_loader(datasets["validation"], 8, False, 0, 0)
+    loader = TrainingData.build(config, small_synth).loaders["validation"]
     model = build_model(config.model, config.data.input_frames)
+    placement = Placement(torch.device("cpu"), channels_last=False, amp=False)
     losses, probs = [], []
     for epoch in sorted(snapshots):
         model.load_state_dict(snapshots[epoch])
-        logits, labels = train.run_inference(model, loader, torch.device("cpu"), config)
-        losses.append(train.per_tag_loss(logits, labels))
-        probs.append(train.probabilities(logits))
+        logits, labels = run_inference(model, loader, placement)
+        losses.append(per_tag_loss(logits, labels))
+        probs.append(probabilities(logits))
     expected = np.argmin(np.stack(losses), axis=0) + 1
 
-    state = train.load_checkpoint(run / "checkpoint")["state"]
-    assert state["tag_best_epoch"] == expected.tolist()
+    state = rundir.load_checkpoint(run / "checkpoint")["per_tag"]
+    assert state["best_epoch"] == expected.tolist()
     kept = sorted(p.name for p in (run / "checkpoint" / "epochs").glob("*.pt"))
     assert kept == [f"epoch_{e:04d}.pt" for e in sorted(set(expected.tolist()))]
     assert len(set(expected.tolist())) > 1, "degenerate case: every tag peaked at one epoch"
@@ -105,14 +109,14 @@ def test_optimizer_switch_reloads_best_and_uses_nesterov_sgd(small_synth, tmp_pa
         },
     )
     loads = []
-    real_load = train._load_weights
+    real_load = train.load_weights
 
     def spy(model, path):
         best_now = torch.load(path, weights_only=True)
         real_load(model, path)
         loads.append((path.name, best_now, {k: v.clone() for k, v in model.state_dict().items()}))
 
-    monkeypatch.setattr(train, "_load_weights", spy)
+    monkeypatch.setattr(train, "load_weights", spy)
     reports = []
     train.fit(config, tmp_path / "run", callback=reports.append)
 
@@ -125,11 +129,11 @@ def test_optimizer_switch_reloads_best_and_uses_nesterov_sgd(small_synth, tmp_pa
     ]
     # Before epochs 3 and 4 the best weights were reloaded (then the final prediction's load).
     switch_loads = loads[:2]
-    assert [name for name, _, _ in switch_loads] == [train.BEST_FILE] * 2
+    assert [name for name, _, _ in switch_loads] == [rundir.BEST_FILE] * 2
     for _, best, loaded in switch_loads:
         for key, value in best.items():
             assert torch.equal(loaded[key], value), key
-    opt = train.load_checkpoint(tmp_path / "run" / "checkpoint")["optimizer"]
+    opt = rundir.load_checkpoint(tmp_path / "run" / "checkpoint")["optimizer"]
     group = opt["param_groups"][0]
     assert group["nesterov"] is True and group["momentum"] == 0.9
     assert group["weight_decay"] == pytest.approx(1e-4)
@@ -172,7 +176,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(small_synth, tmp_path, monkey
 
     monkeypatch.setattr(train, "combined_loss", poisoned)
     config = tiny_config(small_synth, **{"optim.epochs": 1, "optim.switch_epoch": None})
-    with pytest.raises(train.TrainingError, match=r"non-finite loss .* epoch 1, step 3"):
+    with pytest.raises(TrainingError, match=r"non-finite loss .* epoch 1, step 3"):
         train.fit(config, tmp_path / "run")
 
 
@@ -182,7 +186,7 @@ def test_bad_file_is_named(small_synth, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(small_synth, root)
     config = tiny_config(root, **{"optim.epochs": 1, "optim.switch_epoch": None})
-    first = train.load_tables(config, root)["train"].paths[0]
+    first = load_tables(config, root)["train"].paths[0]
     bad = np.full((96, 600), np.nan, dtype=np.float32)
     np.save(root / first, bad)
     with pytest.raises(train.MelspecError, match=first.split("/")[-1]):
@@ -231,7 +235,7 @@ def test_final_metrics_report_the_planted_groups_on_synthetic_data(small_synth, 
     config = tiny_config(small_synth, **{"optim.epochs": 1, "optim.switch_epoch": None})
     final = train.fit(config, tmp_path / "run").final_metrics
     planted = json.loads((small_synth / "planted.json").read_text())
-    tags = train.load_tables(config, small_synth)["test"].tags
+    tags = load_tables(config, small_synth)["test"].tags
     truth = np.load(tmp_path / "run" / "test_groundtruth.npy")
     for group in ("local", "long_range"):
         columns = [tags.index(t) for t in planted[group]]
@@ -240,4 +244,4 @@ def test_final_metrics_report_the_planted_groups_on_synthetic_data(small_synth, 
             assert 0 <= final[f"test_{group}_{name}"] <= 1
             assert 0 <= final[f"val_{group}_{name}"] <= 1
     # Real data has no planted.json, hence no groups.
-    assert train.planted_columns(tmp_path, tags) == {}
+    assert planted_columns(tmp_path, tags) == {}

@@ -58,10 +58,11 @@ def check_data(config: Config, sample: int = DATA_SAMPLE) -> Path:
     """The melspec root every trial will read (the cached synthetic set when data.root is
     unset: generated here, once, rather than by racing trials), checked on a sample."""
     from moodtheme.data.check import check_dataset
-    from moodtheme.train import TrainingError, resolve_data_root
+    from moodtheme.data.loaders import resolve_data_root
+    from moodtheme.errors import TrainingError
 
     try:
-        root = resolve_data_root(config)
+        root = resolve_data_root(config.data.root)
     except (TrainingError, ValueError, OSError) as err:  # synthetic data errors are ValueErrors
         raise PreflightError(f"data: {err}") from None
     splits_dir = Path(config.data.splits_dir) if config.data.splits_dir else None

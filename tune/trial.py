@@ -29,16 +29,6 @@ from tune.tracking import Tracker
 TRIAL_FILE = "trial.json"
 # Prefix of the kept model's scores in a trial's last report (kept_test_pr_auc_macro, ...).
 KEPT_PREFIX = "kept_"
-# What fit leaves in run_dir after training; copied into the final checkpoint.
-RUN_OUTPUTS = (
-    "config.json",
-    "final_metrics.json",
-    "thresholds.npy",
-    "validation_predictions.npy",
-    "validation_groundtruth.npy",
-    "test_predictions.npy",
-    "test_groundtruth.npy",
-)
 
 
 class TrialMetricError(RuntimeError):
@@ -68,7 +58,9 @@ def trial_overrides(config: Mapping[str, Any]) -> dict[str, Any]:
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """The Ray Tune function trainable. Raises on failure, so Ray retries or errors it."""
     from moodtheme.config import build_config
-    from moodtheme.train import cap_gpu_memory, fit
+    from moodtheme.device import cap_gpu_memory
+    from moodtheme.rundir import RUN_OUTPUTS, RunDir
+    from moodtheme.train import fit
 
     ray_adapter.quiet_trial_logs()
     # Ray's fractional GPUs are only a scheduling label: hold the trial to its share.
@@ -128,12 +120,12 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         history = result.history[-1] if result.history else {}
         metrics = {k: float(v) for k, v in history.items()}
         metrics["epoch"] = int(metrics.get("epoch", cfg.optim.epochs))
-        checkpoint = _stage(run_dir / "checkpoint", staging / "final")
+        checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
         _write_trial_file(checkpoint, run_id, metrics["epoch"], name)
     else:
         metrics, checkpoint = last["metrics"], last["checkpoint"]
         if not checkpoint.exists():
-            checkpoint = _stage(run_dir / "checkpoint", staging / "final")
+            checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
             _write_trial_file(checkpoint, run_id, metrics["epoch"], name)
     for output in RUN_OUTPUTS:
         if (run_dir / output).exists():
