@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 
+from moodtheme.config import RunConfig
 from moodtheme.errors import TrainingError
 
 
@@ -42,6 +43,13 @@ class Placement:
         self.device = device
         self.channels_last = channels_last and device.type == "cuda"
         self.amp = amp and device.type == "cuda"
+
+    @classmethod
+    def for_run(cls, run: RunConfig) -> Placement:
+        """The device ``run.device`` names, with torch's threads and determinism set."""
+        device = pick_device(run.device)
+        configure_torch(device, run.threads, run.deterministic)
+        return cls(device, run.channels_last, run.amp)
 
     def model(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from moodtheme.config import Config, ConfigError, build_config
 from moodtheme.data.jamendo import SplitError
 from moodtheme.data.loaders import TrainingData, resolve_data_root
 from moodtheme.data.melspec import MelspecError
-from moodtheme.device import Placement, cap_gpu_memory, configure_torch, pick_device
+from moodtheme.device import Placement, cap_gpu_memory
 from moodtheme.early_stopping import BestEpoch, PerTagBestEpoch
 from moodtheme.errors import TrainingError
 from moodtheme.inference import (
@@ -82,9 +83,8 @@ def fit(
     resume_from: Path | str | None = None,
 ) -> FitResult:
     """Train ``config``, writing checkpoints and final predictions under ``run_dir``."""
-    run = RunDir(run_dir)
+    run, log = RunDir(run_dir), RunLog(config.run.progress)
     run.write_config(config)
-    log = RunLog(config.run.progress)
 
     # -- data
     seed_everything(config.run.seed)
@@ -92,91 +92,65 @@ def fit(
     log(data.describe())
 
     # -- model and optimiser
-    device = pick_device(config.run.device)
-    configure_torch(device, config.run.threads, config.run.deterministic)
-    placement = Placement(device, config.run.channels_last, config.run.amp)
-    model = build_model(config.model, config.data.input_frames, config.data.n_mels)
-    if config.model.output_bias == "prior":
-        init_output_bias(model, data.tables["train"].labels)
-    model = placement.model(model)
-    schedule = OptimizerSchedule.from_config(config.optim)
+    placement = Placement.for_run(config.run)
+    model = placement.model(_new_model(config, data))
+    o, es = config.optim, config.early_stopping
+    schedule = OptimizerSchedule.from_config(o)
     optimizer = schedule.first_optimizer(model.parameters())
-    plateau = None
-    if config.optim.scheduler == "plateau":
-        plateau = plateau_scheduler(
-            optimizer, config.optim.plateau_factor, config.optim.plateau_patience
-        )
-    es = config.early_stopping
+    plateau = (
+        plateau_scheduler(optimizer, o.plateau_factor, o.plateau_patience)
+        if o.scheduler == "plateau"
+        else None
+    )
     best = BestEpoch(monitored_metric(config), es.monitor != "val_loss", es.patience)
     per_tag = PerTagBestEpoch(config.model.num_tags) if es.mode == "per_class" else None
-    start, history = 1, []
+    history: list[dict[str, float]] = []
 
     # -- resume: weights, optimiser, early-stopping state and RNGs, as the epoch left them
     if resume_from is not None:
         saved = _restore_into(run, Path(resume_from))
-        model.load_state_dict(saved["model"])
-        done = int(saved["trainer"]["epoch"])
-        if schedule.switched_after(done):
-            optimizer = schedule.sgd(model.parameters(), schedule.sgd_lr)
-        optimizer.load_state_dict(saved["optimizer"])
-        if plateau is not None and saved.get("scheduler"):
-            plateau.load_state_dict(saved["scheduler"])
-        best.load_state_dict(saved["best"])
-        if per_tag is not None:
-            per_tag.load_state_dict(saved["per_tag"])
         history = list(saved["trainer"]["history"])
-        start = done + 1
-        restore_rng(saved["rng"])
-        log(f"resumed from {resume_from} after epoch {done}")
+        if schedule.switched_after(len(history)):
+            optimizer = schedule.sgd(model.parameters(), schedule.sgd_lr)
+        _load_state(saved, model, optimizer, plateau, best, per_tag)
+        log(f"resumed from {resume_from} after epoch {len(history)}")
 
     # -- epochs
-    for epoch in range(start, config.optim.epochs + 1):
+    for epoch in range(len(history) + 1, o.epochs + 1):
         step = schedule.step_before(epoch)
-        if step is not None:
+        if step is not None:  # the switch to SGD, or an lr drop: both restart from the best
             load_weights(model, run.best)
-            if step.switch:
-                optimizer = schedule.sgd(model.parameters(), step.lr)
+            optimizer = schedule.sgd(model.parameters(), step.lr) if step.switch else optimizer
             set_lr(optimizer, step.lr)
             log(f"epoch {epoch}: reloaded best (epoch {best.best_epoch}); SGD lr={step.lr:g}")
 
-        # Every epoch reseeds from (seed, epoch), so a resumed run draws exactly the same
-        # shuffles, dropout masks and mixup partners as an uninterrupted one.
-        torch.manual_seed(epoch_seed(config.run.seed, epoch))
-        data.set_epoch(epoch)
-        mix_gen = torch.Generator().manual_seed(epoch_seed(config.run.seed, epoch) + 1)
+        mix_gen = start_epoch(config.run.seed, epoch, data)
         started = time.time()
         train_loss = train_epoch(model, optimizer, data, placement, config, epoch, mix_gen, log)
 
         val_logits, val_labels = run_inference(model, data.loaders["validation"], placement)
         metrics = {"epoch": float(epoch), "train_loss": train_loss}
         metrics.update(split_metrics("val", val_logits, val_labels))
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
-        metrics["epoch_seconds"] = time.time() - started
-        for name, value in metrics.items():
-            if not math.isfinite(value):
-                raise TrainingError(f"epoch {epoch}: metric {name} is {value}; stopping the run")
+        metrics.update(lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.time() - started)
+        _check_finite(epoch, metrics)
         if plateau is not None:
             plateau.step(metrics["val_loss"])
 
         is_best = best.update(epoch, metrics)
         if is_best:
             save_weights(model, run.best)
-        if per_tag is not None:
-            losses = per_tag_loss(monitored_logits(config, val_logits), val_labels)
-            if per_tag.update(epoch, losses):
-                run.save_epoch_weights(model, epoch, keep=per_tag.kept_epochs())
+        if per_tag is not None and per_tag.update(
+            epoch, per_tag_loss(monitored_logits(config, val_logits), val_labels)
+        ):
+            run.save_epoch_weights(model, epoch, keep=per_tag.kept_epochs())
         history.append(metrics)
         save_checkpoint(
             run.checkpoint,
             config=config,
             model=model,
-            optimizer=optimizer.state_dict(),
-            scheduler=plateau.state_dict() if plateau is not None else None,
-            trainer={"epoch": epoch, "history": history},
-            best=best.state_dict(),
-            **({"per_tag": per_tag.state_dict()} if per_tag is not None else {}),
+            **_state(optimizer, plateau, history, best, per_tag),
         )
-        log.epoch_summary(epoch, config.optim.epochs, metrics, is_best)
+        log.epoch_summary(epoch, o.epochs, metrics, is_best)
         if callback is not None:
             callback(EpochReport(epoch, metrics, run.checkpoints, is_best))
         if best.should_stop:
@@ -245,6 +219,42 @@ def train_step(
     return float(loss.item())
 
 
+def _new_model(config: Config, data: TrainingData) -> torch.nn.Module:
+    model = build_model(config.model, config.data.input_frames, config.data.n_mels)
+    if config.model.output_bias == "prior":
+        init_output_bias(model, data.tables["train"].labels)
+    return model
+
+
+def _state(optimizer, plateau, history, best, per_tag) -> dict[str, Any]:  # noqa: ANN001
+    """Everything besides the weights that the next epoch depends on."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": plateau.state_dict() if plateau is not None else None,
+        "trainer": {"history": history},
+        "best": best.state_dict(),
+        **({"per_tag": per_tag.state_dict()} if per_tag is not None else {}),
+    }
+
+
+def _load_state(saved, model, optimizer, plateau, best, per_tag) -> None:  # noqa: ANN001
+    """The inverse of :func:`_state`, with the weights and this process's RNGs."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if plateau is not None and saved.get("scheduler"):
+        plateau.load_state_dict(saved["scheduler"])
+    best.load_state_dict(saved["best"])
+    if per_tag is not None:
+        per_tag.load_state_dict(saved["per_tag"])
+    restore_rng(saved["rng"])
+
+
+def _check_finite(epoch: int, metrics: dict[str, float]) -> None:
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise TrainingError(f"epoch {epoch}: metric {name} is {value}; stopping the run")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -253,6 +263,15 @@ def seed_everything(seed: int) -> None:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % 2**31
+
+
+def start_epoch(seed: int, epoch: int, data: TrainingData) -> torch.Generator:
+    """Reseed everything from (seed, epoch), so a resumed run draws exactly the same shuffles,
+    augmentation, dropout masks and mixup partners as an uninterrupted one; returns the
+    mixup generator."""
+    torch.manual_seed(epoch_seed(seed, epoch))
+    data.set_epoch(epoch)
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch) + 1)
 
 
 def _restore_into(run: RunDir, source: Path) -> dict:
