@@ -156,8 +156,8 @@ def _tags(ok: list[Effect]) -> Family | None:
         c.q_value = row
     tested = int(np.isfinite(q).sum())
     return Family(
-        f"{_plural(len(cells), 'ablation')} x {len(cells[0].p_value)} tags, the whole map "
-        f"({tested} cells with both classes in the test set)",
+        f"{_plural(len(cells), 'ablation')} x {len(cells[0].p_value)} tags, the whole map; "
+        f"{tested} cells have both classes in the test set",
         tested,
         "Benjamini-Hochberg",
     )

@@ -17,7 +17,7 @@ def _varied(plan: Plan) -> str:
     return (
         "A seed (`run.seed`) sets the weight initialisation, the order of the training "
         "examples, every random augmentation draw (crop position, SpecAugment masks, mixup "
-        "partners and weights), dropout"
+        "partners and weights) and dropout"
         + (
             ", and the augmentation of validation and test inputs in the arms that augment "
             "them (`augment.augment_eval`)"
@@ -120,9 +120,10 @@ def methods_section(
         "**Probability of improvement** (Bouthillier et al. 2021): the chance that, on a tag "
         "drawn at random, the run with the component scores higher than its paired run "
         "without it (ties count half); above 0.5 favours the component. Its 95% interval is "
-        "a percentile bootstrap stratified by tag, seeds drawn with replacement within each "
-        "tag (rliable, Agarwal et al. 2021); it measures training noise, the test set held "
-        "fixed.",
+        "a percentile bootstrap whose draws each take one resample of the test tracks and "
+        "draw the seeds with replacement, whole seeds at once since one run scores every tag "
+        "(rliable, Agarwal et al. 2021, resamples runs within each task instead); it covers "
+        "training and test-set noise.",
         "",
     ]
     return lines

@@ -167,32 +167,10 @@ def run_suite(
     """Plan, train (or resume) and report a suite. ``options.name`` names the run (default:
     budget and time; with ``options.resume``, the latest run under ``results_dir``)."""
     settings, options, run_dir = _open_run(settings, options, results_dir, log)
-    plan_file = run_dir / PLAN_FILE
     state = settings.seed_state()
-    most = state.schedule[-1]
-
-    # Plan once without data first: a bad --set fails before any dataset is generated.
-    plan_suite(select(settings.names), settings.budget, most, settings.overrides)
-    root, groups = resolve_data(settings.data)
-    settings.data = str(root)
-    shared = {"data.root": str(root), "run.progress": False, **settings.overrides}
-    plan = plan_suite(select(settings.names), settings.budget, most, shared, probe_model)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not options.resume:
-        run = {"storage": options.storage, "mlflow_uri": options.mlflow_uri}
-        plan_file.write_text(
-            json.dumps(
-                {"settings": asdict(settings), "run": run, "plan": plan.to_dict()},
-                indent=2,
-                default=str,
-            )
-        )
-    else:
+    plan, root, groups, shared = _plan(settings, options, run_dir, state.schedule[-1], log)
+    if options.resume:
         state = SeedState.load(run_dir) or state
-    for c in plan.comparisons:
-        if c.skipped:
-            log(f"skipping {c.ablation.name}: {c.skipped}")
-
     preset = main_preset(plan)
     fixed = {**BUDGET_SETTINGS[settings.budget], **shared}  # what every trial shares
     tags = load_tags()
@@ -213,8 +191,7 @@ def run_suite(
         return effects
 
     rounds = run_rounds(plan, state, train, assess, lambda s: s.save(run_dir), log)
-    effects = rounds.effects
-    conclusions = conclude(effects, settings.min_effect, state.looks)
+    conclusions = conclude(rounds.effects, settings.min_effect, state.looks)
     report_settings = {
         "ablations": ", ".join(c.ablation.name for c in plan.comparisons),
         "budget": settings.budget,
@@ -222,7 +199,7 @@ def run_suite(
         "seeds": _seeds_text(settings, state),
         "run-wide overrides": format_overrides(settings.overrides) or "none",
         "Ray Tune experiment": f"{options.storage.rstrip('/')}/{options.name}"
-        + (f" (and -round2 .. -round{len(state.rounds)})" if len(state.rounds) > 1 else ""),
+        + _later_rounds(len(state.rounds)),
     }
     parent_id = rounds.parent_run_id
     if parent_id:
@@ -234,7 +211,7 @@ def run_suite(
         options.name or "",
         plan,
         rounds.trials,
-        effects,
+        rounds.effects,
         conclusions,
         tags,
         report_settings,
@@ -243,17 +220,50 @@ def run_suite(
         planned=plan.trials(rounds.counts),
     )
     if parent_id and options.tracking:
-        _log_report(options, parent_id, files, effects)
+        _log_report(options, parent_id, files, rounds.effects)
     return SuiteOutcome(
         run_dir,
         plan,
         rounds.trials,
-        effects,
+        rounds.effects,
         conclusions,
         files,
         rounds.interrupted,
         parent_id,
     )
+
+
+def _plan(
+    settings: SuiteSettings, options: RunOptions, run_dir: Path, seeds: int, log: Any
+) -> tuple[Plan, Path, dict[str, list[str]], dict[str, Any]]:
+    """The suite's plan for up to ``seeds`` seeds, its data root, planted tag groups and the
+    overrides every arm shares; a new run's plan.json is written."""
+    # Plan once without data first: a bad --set fails before any dataset is generated.
+    plan_suite(select(settings.names), settings.budget, seeds, settings.overrides)
+    root, groups = resolve_data(settings.data)
+    settings.data = str(root)
+    shared = {"data.root": str(root), "run.progress": False, **settings.overrides}
+    plan = plan_suite(select(settings.names), settings.budget, seeds, shared, probe_model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not options.resume:
+        run = {"storage": options.storage, "mlflow_uri": options.mlflow_uri}
+        (run_dir / PLAN_FILE).write_text(
+            json.dumps(
+                {"settings": asdict(settings), "run": run, "plan": plan.to_dict()},
+                indent=2,
+                default=str,
+            )
+        )
+    for c in plan.comparisons:
+        if c.skipped:
+            log(f"skipping {c.ablation.name}: {c.skipped}")
+    return plan, root, groups, shared
+
+
+def _later_rounds(rounds: int) -> str:
+    if rounds < 2:
+        return ""
+    return " (and -round2)" if rounds == 2 else f" (and -round2 to -round{rounds})"
 
 
 def _seeds_text(settings: SuiteSettings, state: SeedState) -> str:

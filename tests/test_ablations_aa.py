@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from test_ablations_run import TOY
 
 from ablations import run
 from ablations.effects import OK
@@ -17,13 +18,6 @@ from ablations.stats import ALPHA, NO_EFFECT
 from tune.search import RunOptions
 
 pytestmark = pytest.mark.slow
-
-TOY = {
-    "optim.epochs": 1,
-    "optim.switch_epoch": None,
-    "data.limit_tracks": 40,
-    "optim.batch_size": 8,
-}
 
 
 def test_an_a_a_comparison_is_not_declared_an_effect(small_synth, tmp_path):
