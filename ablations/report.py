@@ -202,11 +202,17 @@ def _metric_section(effects: Sequence[Effect], metric: Metric, c: Conclusions) -
     return [f"## {METRIC_LABELS[metric]}", ""] + _markdown_table(header, rows) + [""]
 
 
+def _seeds_needed(n: int | None, seeds: int) -> str:
+    if seeds < 2:
+        return "n/a (1 seed)"
+    return "none" if n is None else str(n)
+
+
 def _seeds_section(effects: Sequence[Effect], c: Conclusions) -> list[str]:
     rows = []
     for e in effects:
         needed = [
-            "none" if (n := e.metrics[m].seeds_needed) is None else str(n)
+            _seeds_needed(e.metrics[m].seeds_needed, int(e.metrics[m].test.n))
             for m in METRICS
             if e.status == OK
         ]

@@ -191,11 +191,9 @@ ABLATIONS: dict[str, Ablation] = {
 }
 
 
-# A calibration control, not part of `all`: the submission 2 reference against itself under
-# another name, trained from other seeds (seed i runs with run.seed REPLICATE_SEED_OFFSET + i).
-# With the same seeds, a deterministic CPU run would reproduce the reference exactly and test
-# nothing; other seeds make it a true null with all of training's noise. The suite must not
-# call an effect here (tests/test_ablations_calibration.py).
+# A calibration control, not in `all`: the reference under another name, from other seeds
+# (the same seeds would reproduce it exactly on a CPU): a true null with all of training's
+# noise, on which the suite must call no effect (tests/test_ablations_aa.py).
 REPLICATE_SEED_OFFSET = 1000
 CONTROLS: dict[str, Ablation] = {
     "a-a-control": Ablation(

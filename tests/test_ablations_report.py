@@ -244,3 +244,22 @@ def test_an_interrupted_arm_is_unfinished_not_failed(suite):
     trials += [TrialResult("mixup", 0, UNFINISHED), TrialResult("mixup", 1, FAILED, error="x")]
     mixup = {e.name: e for e in compute_effects(plan, trials, TAGS, n_boot=20)}["mixup"]
     assert mixup.status == UNFINISHED and "resume" in mixup.reason
+
+
+def test_one_seed_reports_no_verdict_and_says_why(tmp_path):
+    rng = np.random.default_rng(1)
+    truth = rng.random((N_TRACKS, N_TAGS)) < 0.25
+    plan = plan_suite(select(["self-attention"]), "quick", seeds=1)
+    weak = np.full(N_TAGS, 0.3)
+    trials = [
+        fake_trial(tmp_path, "submission2", 0, truth, np.full(N_TAGS, 1.5)),
+        fake_trial(tmp_path, "self-attention", 0, truth, weak, own=0.2),
+    ]
+    effects, conclusions = concluded(plan, trials, n_boot=50)
+    row = effects[0].metrics["pr_auc"]
+    assert row.delta < -0.1 and row.verdict == NO_EFFECT and np.isnan(row.p_adjusted)
+    assert conclusions.headline.size == 0  # a test without a p-value is not in the family
+    text = write_report(tmp_path / "r", "one", plan, trials, effects, conclusions, TAGS, {}, 50)[
+        "report"
+    ].read_text()
+    assert "(1 seed: training noise unmeasured)" in text and "n/a (1 seed)" in text
