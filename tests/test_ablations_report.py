@@ -263,3 +263,24 @@ def test_one_seed_reports_no_verdict_and_says_why(tmp_path):
         "report"
     ].read_text()
     assert "(1 seed: training noise unmeasured)" in text and "n/a (1 seed)" in text
+
+
+def test_tag_cells_count_the_test_sets_noise(tmp_path):
+    # Every seed gives the same predictions, so the per-seed differences do not vary: only
+    # the bootstrap over tracks says that the small per-tag differences are noise.
+    rng = np.random.default_rng(2)
+    truth = rng.random((N_TRACKS, N_TAGS)) < 0.25
+    noise, own = rng.standard_normal((2, N_TRACKS, N_TAGS))
+    plan = plan_suite(select(["mixup"]), "quick", seeds=2)
+    trials = []
+    for arm, scores in (("submission2", noise), ("mixup", 0.95 * noise + 0.3 * own)):
+        for seed in plan.seeds:
+            run_dir = tmp_path / arm / str(seed)
+            run_dir.mkdir(parents=True)
+            np.save(run_dir / "test_groundtruth.npy", truth)
+            np.save(run_dir / "test_predictions.npy", truth * 1.5 + scores)
+            trials.append(TrialResult(arm, seed, OK, run_dir, {}))
+    effects, _ = concluded(plan, trials, n_boot=200)
+    cells = effects[0].tags
+    assert (np.abs(cells.delta) > 0).all()
+    assert (cells.q_value > 0.05).all()
