@@ -55,6 +55,7 @@ class Ablation:
     reference_overrides: Overrides = field(default_factory=dict)
     quick_variant: Overrides | None = None
     quick_reference_overrides: Overrides | None = None
+    replicate: bool = False  # an A/A control: the variant is the reference, other seeds
 
     def variant_overrides(self, budget: str) -> Overrides:
         if budget == "quick" and self.quick_variant is not None:
@@ -190,26 +191,47 @@ ABLATIONS: dict[str, Ablation] = {
 }
 
 
+# A calibration control, not in `all`: the reference under another name, from other seeds
+# (the same seeds would reproduce it exactly on a CPU): a true null with all of training's
+# noise, on which the suite must call no effect (tests/test_ablations_aa.py).
+REPLICATE_SEED_OFFSET = 1000
+CONTROLS: dict[str, Ablation] = {
+    "a-a-control": Ablation(
+        "a-a-control",
+        component="the name alone (A/A control)",
+        change="the reference itself under another name, trained from other seeds "
+        f"(run.seed {REPLICATE_SEED_OFFSET} + i for seed i): any effect found is a false one",
+        reference="submission2",
+        variant={},
+        replicate=True,
+    )
+}
+
+
 def select(names: Iterable[str]) -> list[Ablation]:
-    """The ablations ``names`` asks for, in suite order; ``all`` means every one."""
+    """The ablations ``names`` asks for, in suite order, then the controls asked for;
+    ``all`` means every ablation (not the controls)."""
     names = list(names)
     if not names:
         raise SuiteError(f"name at least one ablation, or 'all'. {_valid_names()}")
-    unknown = [n for n in names if n != "all" and n not in ABLATIONS]
+    unknown = [n for n in names if n != "all" and n not in ABLATIONS and n not in CONTROLS]
     if unknown:
         raise SuiteError(f"unknown ablation {', '.join(map(repr, unknown))}. {_valid_names()}")
-    wanted = set(ABLATIONS) if "all" in names else set(names)
-    return [a for name, a in ABLATIONS.items() if name in wanted]
+    wanted = set(ABLATIONS) | set(names) if "all" in names else set(names)
+    return [a for name, a in {**ABLATIONS, **CONTROLS}.items() if name in wanted]
 
 
 def _valid_names() -> str:
-    return f"Valid names: all, {', '.join(ABLATIONS)} (see python -m ablations.run --list)."
+    return (
+        f"Valid names: all, {', '.join(ABLATIONS)}, and the control {', '.join(CONTROLS)} "
+        "(see python -m ablations.run --list)."
+    )
 
 
 def describe(budget: str = "quick") -> str:
     """The suite as text, for ``--list``: each ablation, its reference and its overrides."""
     lines = []
-    for a in ABLATIONS.values():
+    for a in (*ABLATIONS.values(), *CONTROLS.values()):
         lines.append(f"{a.name:<26} {a.change}")
         changes = a.reference_changes(budget)
         ref = a.reference + (f" + {format_overrides(changes)}" if changes else "")
@@ -236,10 +258,11 @@ class Arm:
     name: str
     config: Config
     roles: list[str] = field(default_factory=list)  # "self-attention:variant", ...
+    seed_offset: int = 0  # seed i trains with run.seed seed_offset + i (an A/A replicate)
 
     @property
     def key(self) -> str:
-        return config_key(self.config)
+        return config_key(self.config) + (f"+{self.seed_offset}" if self.seed_offset else "")
 
 
 @dataclass
@@ -259,20 +282,34 @@ class Plan:
     arms: dict[str, Arm]
     comparisons: list[Comparison]
 
-    def trials(self) -> list[tuple[str, int]]:
-        """(arm name, seed) for every arm some comparison still needs."""
-        needed = {n for c in self.comparisons if not c.skipped for n in (c.reference, c.variant)}
-        return [(name, s) for name in self.arms if name in needed for s in self.seeds]
+    def trials(self, counts: Mapping[str, int] | None = None) -> list[tuple[str, int]]:
+        """(arm name, seed) for every arm some comparison still needs. ``counts`` gives each
+        ablation's number of seeds (adaptive seeding; default: all of ``seeds``); an arm
+        shared by several ablations is trained as far as the most-seeded one needs."""
+        needed: dict[str, int] = {}
+        for c in self.comparisons:
+            if c.skipped:
+                continue
+            n = len(self.seeds) if counts is None else counts.get(c.ablation.name, 0)
+            for arm in (c.reference, c.variant):
+                assert arm is not None
+                needed[arm] = max(needed.get(arm, 0), n)
+        return [(name, s) for name in self.arms for s in self.seeds[: needed.get(name, 0)]]
+
+    def run_seed(self, arm: str, seed: int) -> int:
+        """The ``run.seed`` that seed ``seed`` of ``arm`` trains with."""
+        return self.arms[arm].seed_offset + seed
 
     def trial_config(self, arm: str, seed: int) -> Config:
-        return with_overrides(self.arms[arm].config, {"run.seed": seed})
+        return with_overrides(self.arms[arm].config, {"run.seed": self.run_seed(arm, seed)})
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "budget": self.budget,
             "seeds": self.seeds,
             "arms": {
-                n: {"roles": a.roles, "config": a.config.to_dict()} for n, a in self.arms.items()
+                n: {"roles": a.roles, "seed_offset": a.seed_offset, "config": a.config.to_dict()}
+                for n, a in self.arms.items()
             },
             "comparisons": [
                 {
@@ -331,12 +368,12 @@ def plan_suite(
     probed: dict[str, str | None] = {}
     comparisons = []
 
-    def arm_for(config: Config, name: str, role: str) -> str:
-        key = config_key(config)
+    def arm_for(config: Config, name: str, role: str, seed_offset: int = 0) -> str:
+        key = Arm(name, config, seed_offset=seed_offset).key
         if key not in by_key:
             if name in arms:  # a name already taken by a different config
                 name = f"{name}-{key[:6]}"
-            arms[name] = Arm(name, config)
+            arms[name] = Arm(name, config, seed_offset=seed_offset)
             by_key[key] = name
         arms[by_key[key]].roles.append(role)
         return by_key[key]
@@ -353,7 +390,7 @@ def plan_suite(
         except ConfigError as err:
             comparisons.append(Comparison(ablation, skipped=f"invalid config: {err}"))
             continue
-        if config_key(ref_config) == config_key(var_config):
+        if config_key(ref_config) == config_key(var_config) and not ablation.replicate:
             comparisons.append(
                 Comparison(
                     ablation,
@@ -377,7 +414,12 @@ def plan_suite(
             Comparison(
                 ablation,
                 reference=arm_for(ref_config, ref_name, f"{ablation.name}:reference"),
-                variant=arm_for(var_config, ablation.name, f"{ablation.name}:variant"),
+                variant=arm_for(
+                    var_config,
+                    ablation.name,
+                    f"{ablation.name}:variant",
+                    REPLICATE_SEED_OFFSET if ablation.replicate else 0,
+                ),
             )
         )
     return Plan(budget, list(range(seeds)), arms, comparisons)

@@ -7,7 +7,7 @@ For a GPU machine without Ray (tests/test_ablations_proof.py needs it): the proo
 (all of split 0, about 160 000 examples per trial) is trained there with
 ``benchmarks/planted_learning.py --predictions FILE`` (one file per seed, with and without
 ``model.attention.enabled=false``). This script puts those predictions through the suite's own statistics and report
-(:func:`ablations.report.compute_effects`, :func:`ablations.report.write_report`), with the
+(:func:`ablations.effects.compute_effects`, :func:`ablations.report.write_report`), with the
 planted groups of ``ROOT/planted.json``, and prints what tests/test_ablations_proof.py asserts.
 File ``i`` of each list is seed ``i``; the two lists must pair the same seeds.
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ablations.report import OK, TrialResult, compute_effects, write_report
+from ablations.effects import OK, TrialResult, compute_effects
+from ablations.families import conclude
+from ablations.report import write_report
 from ablations.run import RunError, resolve_data
 from ablations.suite import plan_suite, select
 from moodtheme.data.jamendo import load_tags
@@ -71,6 +73,7 @@ def main() -> None:
     ]
     tags = load_tags()
     effects = compute_effects(plan, trials, tags, groups, n_boot=args.n_boot)
+    conclusions = conclude(effects)
     sources = ", ".join(str(f) for f in (*args.reference, *args.variant))
     settings = {"predictions (benchmarks/planted_learning.py)": sources, "data": args.data}
     files = write_report(
@@ -79,17 +82,21 @@ def main() -> None:
         plan,
         trials,
         effects,
+        conclusions,
         tags,
         settings,
         args.n_boot,
         groups,
     )
     (effect,) = effects
-    for group in ("long_range", "local"):
-        b = effect.groups[group]["pr_auc"]
-        print(f"{group} PR-AUC delta {b.delta:+.4f} [{b.low:+.4f}, {b.high:+.4f}] p={b.p_value:g}")
-    b = effect.contrasts["long_range - local"]["pr_auc"]
-    print(f"long_range - local {b.delta:+.4f} [{b.low:+.4f}, {b.high:+.4f}] p={b.p_value:g}")
+    for group in ("long_range", "local", "long_range - local"):
+        g = effect.groups[group]["pr_auc"]
+        low, high = g.interval()
+        print(
+            f"{group} PR-AUC delta {g.delta:+.4f} [{low:+.4f}, {high:+.4f}] "
+            f"p={g.p_value:.3g} (one-sided {float(g.test.p_below_zero):.3g}; "
+            f"Holm over the planted family {g.p_adjusted:.3g})"
+        )
     print(f"report: {files['report']}")
 
 

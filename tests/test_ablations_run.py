@@ -11,7 +11,7 @@ import pytest
 from ray import tune as ray_tune
 
 from ablations import run
-from ablations.report import FAILED, OK, UNFINISHED
+from ablations.effects import FAILED, OK, UNFINISHED
 from ablations.suite import ABLATIONS, Ablation
 from tune.search import RunOptions
 

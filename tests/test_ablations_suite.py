@@ -7,6 +7,7 @@ import pytest
 from ablations.suite import (
     ABLATIONS,
     REFERENCES,
+    REPLICATE_SEED_OFFSET,
     SuiteError,
     config_key,
     describe,
@@ -190,3 +191,27 @@ def test_invalid_settings_and_seed_counts_are_reported():
         plan_suite(select(["mixup"]), "huge", seeds=1)
     with pytest.raises(ConfigError, match="optim.switch_epoch"):
         plan_suite(select(["optimizer-switch"]), "quick", seeds=1, base={"optim.epochs": 1})
+
+
+def test_the_a_a_control_is_asked_for_by_name_and_trains_other_seeds():
+    assert "a-a-control" not in [a.name for a in select(["all"])]
+    names = [a.name for a in select(["all", "a-a-control"])]
+    assert names[-1] == "a-a-control" and len(names) == len(ABLATIONS) + 1
+    plan = plan_suite(select(["mixup", "a-a-control"]), "quick", seeds=2)
+    control = plan.arms["a-a-control"]
+    assert control.config == plan.arms["submission2"].config  # identical, under another name
+    assert (
+        control.seed_offset == REPLICATE_SEED_OFFSET and control.key != plan.arms["submission2"].key
+    )
+    assert plan.trial_config("a-a-control", 1).run.seed == REPLICATE_SEED_OFFSET + 1
+    assert plan.trial_config("submission2", 1).run.seed == 1
+    assert plan.to_dict()["arms"]["a-a-control"]["seed_offset"] == REPLICATE_SEED_OFFSET
+
+
+def test_trials_follow_each_ablations_seed_count_and_shared_arms_take_the_most():
+    plan = plan_suite(select(["self-attention", "mixup"]), "quick", seeds=5)
+    trials = plan.trials({"self-attention": 2, "mixup": 4})
+    assert [s for arm, s in trials if arm == "self-attention"] == [0, 1]
+    assert [s for arm, s in trials if arm == "mixup"] == [0, 1, 2, 3]
+    assert [s for arm, s in trials if arm == "submission2"] == [0, 1, 2, 3]
+    assert len(plan.trials()) == 3 * 5
