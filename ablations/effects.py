@@ -107,6 +107,19 @@ class TagCells:
 
 
 @dataclass
+class Confirmation:
+    """A hypothesis stated in advance about a planted group (``Ablation.expected``): the
+    direction of Δ PR-AUC the synthetic data was built to show, tested one-sided."""
+
+    group: str
+    direction: str  # "lower" or "higher"
+    finding: Finding
+    p_one_sided: float = math.nan
+    p_adjusted: float = math.nan  # Holm over the suite's confirmatory family
+    confirmed: bool = False
+
+
+@dataclass
 class Effect:
     """What one ablation did, or why there is nothing to say about it."""
 
@@ -117,6 +130,7 @@ class Effect:
     metrics: dict[Metric, MetricEffect] = field(default_factory=dict)
     groups: dict[str, dict[Metric, Finding]] = field(default_factory=dict)  # and "a - b"
     tags: TagCells | None = None
+    confirmations: list[Confirmation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stop: str | None = None  # why it got no more seeds (ablations.seeding)
     n_tracks: int = 0  # test tracks every trial was scored on

@@ -7,6 +7,10 @@
   computed at the level Holm's first step uses, alpha / (family size x looks).
 - **planted groups** (synthetic data): every ablation x planted group (and the contrast of
   two groups) x metric, Holm likewise.
+- **confirmatory** (synthetic data): the hypotheses stated in advance (``Ablation.expected``:
+  the planted effect the data was built to show, with its direction), each tested one-sided
+  on PR-AUC, Holm over all of them. They are the suite's pre-registered claims; everything
+  else above is exploratory and corrected as such.
 - **per-tag map**: every ablation x tag cell of PR-AUC, Benjamini-Hochberg over the whole map
   (one family, not one per ablation: the map is read as a whole).
 
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ablations.effects import OK, Effect
+from ablations.effects import OK, Confirmation, Effect
 from ablations.stats import (
     ALPHA,
     METRICS,
@@ -58,6 +62,7 @@ class Conclusions:
     headline: Family
     planted: Family | None
     tags: Family | None
+    confirmatory: Family | None = None
 
     @property
     def mde_level(self) -> float:
@@ -87,6 +92,7 @@ def conclude(
         headline,
         _planted(ok, looks),
         _tags(ok),
+        _confirmatory(ok, looks, alpha),
     )
 
 
@@ -142,6 +148,31 @@ def _planted(ok: list[Effect], looks: int) -> Family | None:
     return Family(
         f"{_plural(len({e.name for e, _, _ in members}), 'ablation')} x "
         f"{len(names)} ({', '.join(names)}) x {_plural(len(METRICS), 'metric')}",
+        len(members),
+        "Holm",
+    )
+
+
+def _confirmatory(ok: list[Effect], looks: int, alpha: float) -> Family | None:
+    members = []
+    for e in ok:
+        e.confirmations = [
+            Confirmation(group, direction, e.groups[group]["pr_auc"])
+            for group, direction in e.comparison.ablation.expected.items()
+            if group in e.groups
+        ]
+        members += e.confirmations
+    if not members:
+        return None
+    for c in members:
+        below = float(c.finding.test.p_below_zero)
+        c.p_one_sided = below if c.direction == "lower" else 1.0 - below
+    adjusted = np.minimum(holm([c.p_one_sided for c in members]) * looks, 1.0)
+    for c, p in zip(members, adjusted, strict=True):
+        c.p_adjusted = float(p)
+        c.confirmed = bool(p <= alpha)
+    return Family(
+        f"{len(members)} hypothes{'is' if len(members) == 1 else 'es'} stated in advance (one-sided)",
         len(members),
         "Holm",
     )

@@ -96,6 +96,15 @@ def methods_section(
         + " A verdict says *helps* or *hurts* only when the adjusted p is at most "
         f"{c.alpha:g}.",
     ]
+    if c.confirmatory is not None:
+        lines += [
+            "",
+            f"- The confirmatory family is the {c.confirmatory.size} hypotheses stated before "
+            "any training (each ablation's `expected` effect on a planted group of the "
+            "synthetic data, with its direction), each tested one-sided; their p-values are "
+            f"Holm-adjusted over it, so the chance of any false confirmation is at most "
+            f"{c.alpha:.0%}. Everything else is exploratory.",
+        ]
     if c.planted is not None:
         lines += ["", "- " + _family_sentence(c.planted, c, "planted-group")]
     if c.tags is not None:

@@ -252,6 +252,32 @@ def _planted_section(ok: Sequence[Effect]) -> list[str]:
     return lines + _markdown_table(["ablation", *(f"Δ {g}" for g in columns)], rows) + [""]
 
 
+def _confirmatory_section(ok: Sequence[Effect]) -> list[str]:
+    rows = [
+        [
+            e.name,
+            f"Δ {c.group} {c.direction}",
+            _delta(c.finding),
+            _p(c.p_one_sided),
+            _p(c.p_adjusted),
+            "confirmed" if c.confirmed else "not confirmed",
+        ]
+        for e in ok
+        for c in e.confirmations
+    ]
+    if not rows:
+        return []
+    header = ["ablation", "hypothesis (PR-AUC)", "Δ [95% CI]", "one-sided p", "Holm p", "verdict"]
+    intro = [
+        "## Confirmatory hypotheses",
+        "",
+        "Stated before any training: the planted effects the synthetic data was built to show "
+        "(`expected` in ablations/catalog.py), each tested one-sided, Holm over this family.",
+        "",
+    ]
+    return intro + _markdown_table(header, rows) + [""]
+
+
 def _moved_tags(e: Effect, tags: Sequence[str]) -> list[str]:
     cells = e.tags
     if cells is None or not np.isfinite(cells.delta).any():
@@ -294,6 +320,7 @@ def render_markdown(
         lines += _metric_section(effects, metric, conclusions)
     lines += _seeds_section(effects, conclusions)
     ok = [e for e in effects if e.status == OK]
+    lines += _confirmatory_section(ok)
     lines += _planted_section(ok)
     if ok:
         lines += [

@@ -86,6 +86,7 @@ class SuiteOutcome:
     files: dict[str, Path]
     interrupted: bool
     parent_run_id: str | None
+    mlflow_uri: str | None = None  # the store holding the parent run, when tracked
 
 
 class RunError(RuntimeError):
@@ -230,6 +231,7 @@ def run_suite(
         files,
         rounds.interrupted,
         parent_id,
+        options.mlflow_uri if options.tracking else None,
     )
 
 
@@ -429,7 +431,17 @@ def _print_outcome(outcome: SuiteOutcome, args: argparse.Namespace) -> None:
             )
         else:
             print(f"{e.name:<26} {e.status}: {e.reason}")
+    for e in outcome.effects:
+        for c in e.confirmations:
+            print(
+                f"expected {e.name}: Δ {c.group} PR-AUC {c.direction}: {c.finding.delta:+.4f}, "
+                f"Holm p {c.p_adjusted:.3g} (one-sided): "
+                + ("confirmed" if c.confirmed else "not confirmed")
+            )
     print(f"\nreport: {outcome.files['report']}")
+    if outcome.parent_run_id and outcome.mlflow_uri:
+        for line in Tracker(outcome.mlflow_uri, outcome.run_dir.name).browse_hint():
+            print(line)
     if outcome.interrupted:
         print(
             f"suite interrupted; continue it with: python -m ablations.run --resume --name "

@@ -59,8 +59,8 @@ def test_trial_specs_carry_only_what_makes_each_arm_and_seed():
     fixed = {**BUDGET_SETTINGS["quick"], **shared}
     specs = trial_specs(plan, plan.trials(), "quick", fixed)
     assert [s.name for s in specs] == [
-        "submission2.seed0",
-        "submission2.seed1",
+        "self-attention-reference.seed0",
+        "self-attention-reference.seed1",
         "self-attention.seed0",
         "self-attention.seed1",
         "submission1.seed0",
@@ -69,11 +69,14 @@ def test_trial_specs_carry_only_what_makes_each_arm_and_seed():
         "per-class-early-stopping.seed1",
     ]
     by_name = {s.name: s for s in specs}
+    # At the quick budget the self-attention comparison trains 18 epochs, the rest 6.
     assert by_name["self-attention.seed1"].overrides == {
+        "optim.epochs": 18,
         "model.attention.enabled": False,
         "run.seed": 1,
     }
-    assert by_name["submission2.seed0"].overrides == {}
+    assert by_name["self-attention-reference.seed0"].overrides == {"optim.epochs": 18}
+    assert by_name["submission1.seed0"].overrides["model.arch"] == "whole"
     assert (
         by_name["per-class-early-stopping.seed0"].tags["ablation_arm"] == "per-class-early-stopping"
     )

@@ -25,6 +25,7 @@ from moodtheme.evaluate import auc_metrics
 N_TRACKS, N_TAGS = 500, 8
 TAGS = [f"mood/theme---tag{i}" for i in range(N_TAGS)]
 LONG = TAGS[:3]  # the tags the attention variant hurts
+FROM_SCRATCH = {"model.pretrained": "none"}  # planning builds no model, but stay offline-safe
 
 
 def fake_trial(tmp_path, arm, seed, truth, strength, own=0.0):
@@ -46,10 +47,12 @@ def fake_trial(tmp_path, arm, seed, truth, strength, own=0.0):
 def suite(tmp_path):
     rng = np.random.default_rng(0)
     truth = rng.random((N_TRACKS, N_TAGS)) < 0.25
+    # The full budget's plan (never trained here): its ablations share one reference arm.
     plan = plan_suite(
         select(["self-attention", "mixup", "specaugment", "imagenet-pretraining"]),
-        "quick",
+        "full",
         seeds=3,
+        base=FROM_SCRATCH,
         probe=lambda c: (
             "ImageNet weights unavailable offline" if c.model.pretrained == "imagenet" else None
         ),
@@ -227,7 +230,7 @@ def test_write_report_produces_every_file(suite, tmp_path):
 
 
 def test_a_report_with_nothing_finished_still_explains_itself(tmp_path):
-    plan = plan_suite(select(["mixup"]), "quick", seeds=2)
+    plan = plan_suite(select(["mixup"]), "full", seeds=2, base=FROM_SCRATCH)
     trials = [TrialResult(arm, s, "failed", error="boom") for arm, s in plan.trials()]
     effects, conclusions = concluded(plan, trials, n_boot=10)
     assert effects[0].status == FAILED and "boom" in effects[0].reason
@@ -249,7 +252,7 @@ def test_an_interrupted_arm_is_unfinished_not_failed(suite):
 def test_one_seed_reports_no_verdict_and_says_why(tmp_path):
     rng = np.random.default_rng(1)
     truth = rng.random((N_TRACKS, N_TAGS)) < 0.25
-    plan = plan_suite(select(["self-attention"]), "quick", seeds=1)
+    plan = plan_suite(select(["self-attention"]), "full", seeds=1, base=FROM_SCRATCH)
     weak = np.full(N_TAGS, 0.3)
     trials = [
         fake_trial(tmp_path, "submission2", 0, truth, np.full(N_TAGS, 1.5)),
@@ -271,7 +274,7 @@ def test_tag_cells_count_the_test_sets_noise(tmp_path):
     rng = np.random.default_rng(2)
     truth = rng.random((N_TRACKS, N_TAGS)) < 0.25
     noise, own = rng.standard_normal((2, N_TRACKS, N_TAGS))
-    plan = plan_suite(select(["mixup"]), "quick", seeds=2)
+    plan = plan_suite(select(["mixup"]), "full", seeds=2, base=FROM_SCRATCH)
     trials = []
     for arm, scores in (("submission2", noise), ("mixup", 0.95 * noise + 0.3 * own)):
         for seed in plan.seeds:
@@ -284,3 +287,31 @@ def test_tag_cells_count_the_test_sets_noise(tmp_path):
     cells = effects[0].tags
     assert (np.abs(cells.delta) > 0).all()
     assert (cells.q_value > 0.05).all()
+
+
+def test_the_planted_expectations_are_a_confirmatory_family_of_their_own(suite, tmp_path):
+    plan, trials = suite
+    groups = {"long_range": LONG, "local": TAGS[3:]}
+    found, conclusions = concluded(plan, trials, groups)
+    effects = {e.name: e for e in found}
+    attention = effects["self-attention"].confirmations
+    # self-attention states two hypotheses in ablations/catalog.py; mixup states none.
+    assert [(c.group, c.direction) for c in attention] == [
+        ("long_range", "lower"),
+        ("long_range - local", "lower"),
+    ]
+    assert effects["mixup"].confirmations == []
+    assert conclusions.confirmatory.size == 2 and conclusions.confirmatory.method == "Holm"
+    ones = sorted(c.p_one_sided for c in attention)
+    assert sorted(c.p_adjusted for c in attention) == pytest.approx(
+        [min(1.0, 2 * ones[0]), min(1.0, max(2 * ones[0], ones[1]))]
+    )
+    assert all(c.confirmed and c.finding.delta < 0 for c in attention)
+    # One-sided in the stated direction: the same drop tested as "higher" is far from it.
+    c = attention[0]
+    assert c.p_one_sided == pytest.approx(float(c.finding.test.p_below_zero))
+    files = write_report(
+        tmp_path / "out", "t", plan, trials, found, conclusions, TAGS, {}, 300, groups
+    )
+    text = files["report"].read_text()
+    assert "## Confirmatory hypotheses" in text and "| self-attention | Δ long_range lower" in text

@@ -61,7 +61,10 @@ class FakeTraining:
 
 def suite(schedule=(3, 10)):
     plan = plan_suite(
-        select(["self-attention", "mixup", "specaugment"]), "quick", seeds=schedule[1]
+        select(["self-attention", "mixup", "specaugment"]),
+        "full",  # never trained here: the full budget's plan shares one reference arm
+        seeds=schedule[1],
+        base={"model.pretrained": "none"},
     )
     state = SeedState(look_schedule(*schedule), adaptive=True)
 
@@ -149,7 +152,9 @@ def test_a_resumed_suite_repeats_its_rounds_and_continues_the_rule(tmp_path):
 
 
 def test_fixed_seeds_run_one_round_and_say_so(tmp_path):
-    plan = plan_suite(select(["self-attention", "mixup"]), "quick", seeds=3)
+    plan = plan_suite(
+        select(["self-attention", "mixup"]), "full", seeds=3, base={"model.pretrained": "none"}
+    )
     state = SeedState([3], adaptive=False)
     assert state.looks == 1
 
