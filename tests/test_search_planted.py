@@ -20,7 +20,7 @@ from tune.space import load_space
 pytestmark = pytest.mark.slow
 
 # The quick budget of search_spaces/attn.yaml, reduced to the planted parameter and the
-# segment count: 4 configurations, 6 epochs each, no early stopping, and the best one
+# segment count: 4 configurations, 8 epochs each, no early stopping, and the best one
 # retrained with 2 more seeds. TPE's seed 5 draws the 4 distinct configurations in its first
 # 4 (random start-up) trials, so both sides of the region are represented.
 SPACE = """
@@ -29,12 +29,16 @@ preset: quick
 overrides:
   model.backbone: small_cnn
   model.width_mult: 1.0
+  augment.specaugment_p: 0.0
+  model.attention.attention_dropout: 0.0
+  model.attention.hidden_dropout: 0.0
+  optim.switch_epoch: null
   run.progress: false
 metric: val_pr_auc_macro
 num_samples: 4
 max_concurrent_trials: 2
 resources: {cpu: 1, gpu: 0}
-asha: {max_t: 6, grace_period: 6, reduction_factor: 2}
+asha: {max_t: 8, grace_period: 8, reduction_factor: 2}
 sampler: {name: tpe, seed: 5}
 noise_seeds: 2
 params:
