@@ -317,6 +317,23 @@ def _autocast(device: torch.device, config: Config):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def compile_for_training(
+    model: torch.nn.Module, config: Config, device: torch.device
+) -> torch.nn.Module:
+    """The module :func:`train_step` calls: ``model`` itself, or with ``run.compile`` a
+    compiled view sharing its parameters, so checkpoints, evaluation and the optimiser keep
+    using ``model`` and its state_dict keys.
+
+    Shapes are static (``dynamic=False``): the training loader drops its last partial batch,
+    so one graph serves the whole run, and a shape that does change gets its own graph rather
+    than a slower dynamic one.
+    """
+    if config.run.compile == "off":
+        return model
+    mode = config.run.compile if device.type == "cuda" else "default"
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -423,6 +440,7 @@ def fit(
     model = model.to(device)
     if device.type == "cuda" and config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    step_model = compile_for_training(model, config, device)
     optimizer = make_optimizer(config.optim.optimizer, model.parameters(), config.optim.lr, config)
     scheduler = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -481,7 +499,7 @@ def fit(
         mix_gen = torch.Generator().manual_seed(epoch_seed(config.run.seed, epoch) + 1)
         started = time.time()
         train_loss = _train_epoch(
-            model, train_loader, partner_loader, optimizer, device, config, epoch, mix_gen, log
+            step_model, train_loader, partner_loader, optimizer, device, config, epoch, mix_gen, log
         )
 
         val_logits, val_labels = run_inference(model, eval_loaders["validation"], device, config)
@@ -578,6 +596,9 @@ def train_step(
     """One optimisation step on a (mixed) batch; returns the loss. Skips the update if the
     loss is not finite, so the caller can stop with a clear error before weights are spoiled."""
     x, y = _to_device(x, device, config), y.to(device)
+    if config.run.compile == "reduce-overhead" and device.type == "cuda":
+        # A new step: its CUDA graph replay may overwrite the last step's outputs.
+        torch.compiler.cudagraph_mark_step_begin()
     with _autocast(device, config):
         loss = combined_loss(model(x), y)
     if not torch.isfinite(loss):
