@@ -107,7 +107,7 @@ def test_fit_compiles_once_and_keeps_plain_checkpoints(small_synth, tmp_path):
     assert set(saved) == set(plain.state_dict())  # no _orig_mod. prefixes
 
 
-def test_compile_off_hands_back_the_model_itself():
+def test_no_compile_hands_back_the_model_itself():
     config = small_config()
     model = build_model(config.model, config.data.input_frames, config.data.n_mels)
     assert train.compile_for_training(model, config, torch.device("cpu")) is model
@@ -138,3 +138,9 @@ def test_cuda_graph_steps_follow_the_eager_steps_in_bf16():
     counters = torch._dynamo.utils.counters
     assert counters["stats"]["unique_graphs"] >= 1
     assert not counters["inductor"].get("cudagraph_skips"), dict(counters["inductor"])
+
+
+def test_compile_modes_survive_the_command_line():
+    # YAML reads a bare off/on/no/yes as a boolean: every mode must stay a string.
+    for mode in ("none", "default", "reduce-overhead"):
+        assert build_config("quick", [f"run.compile={mode}"]).run.compile == mode
