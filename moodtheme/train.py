@@ -42,6 +42,9 @@ from moodtheme.models import build_model, combined_loss, init_output_bias, predi
 from moodtheme.progress import Progress
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# Wall-clock metrics of an epoch: the training loop alone (loading, mixing, steps), and that
+# plus validation. They differ between otherwise identical runs (a resumed one, say).
+TIMING_METRICS = ("train_seconds", "epoch_seconds")
 BEST_FILE = "best.pt"
 EPOCHS_DIR = "epochs"
 
@@ -328,7 +331,7 @@ def compile_for_training(
     so one graph serves the whole run, and a shape that does change gets its own graph rather
     than a slower dynamic one.
     """
-    if config.run.compile == "off":
+    if config.run.compile == "none":
         return model
     mode = config.run.compile if device.type == "cuda" else "default"
     return torch.compile(model, mode=mode, dynamic=False)
@@ -501,11 +504,13 @@ def fit(
         train_loss = _train_epoch(
             step_model, train_loader, partner_loader, optimizer, device, config, epoch, mix_gen, log
         )
+        train_seconds = time.time() - started
 
         val_logits, val_labels = run_inference(model, eval_loaders["validation"], device, config)
         metrics = {"epoch": float(epoch), "train_loss": train_loss}
         metrics.update(split_metrics("val", val_logits, val_labels))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["train_seconds"] = train_seconds
         metrics["epoch_seconds"] = time.time() - started
         for name, value in metrics.items():
             if not math.isfinite(value):
