@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from gpu.monitor import Monitor
+from tune.ray_adapter import FIT_FINISHED
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE_FILE = REPO / "search_spaces" / "gpu_pool.yaml"
+# Ray Tune's files in a trial's folder (ray.air.constants EXPR_RESULT_FILE, EXPR_ERROR_FILE).
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 WARMUP_EPOCHS = 1
@@ -114,7 +116,7 @@ def trial_figures(
         "trial": trial["dir"],
         "state": "errored"
         if trial["error"]
-        else ("completed" if last.get("fit_finished") else "unfinished"),
+        else ("completed" if last.get(FIT_FINISHED) else "unfinished"),
         "error": trial["error"],
         "pid": pid,
         "gpu_ids": first.get("gpu_ids"),

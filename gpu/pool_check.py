@@ -47,7 +47,7 @@ class Plan:
     compile_modes: tuple[str, ...]
     isolation_trials: int
     step_args: tuple[str, ...]
-    train_tracks: int | None = None  # data.limit_tracks
+    train_tracks: int | None = None  # None: every synthetic training track
     fake_gpus: float | None = None
     dry_run: bool = False
     budget_of: dict[int, str] = field(default_factory=dict)
@@ -177,9 +177,8 @@ def make_data(run: Run) -> Workload:
         counts[subset] = len(keep)
     train = counts["train"]
     samples = (train // BATCH) * BATCH if train > BATCH else train
-    extra = (f"data.limit_tracks={run.plan.train_tracks}",) if run.plan.train_tracks else ()
     run.results["data"] = {"root": str(root), "tracks": counts, "samples_per_epoch": samples}
-    return Workload(root, splits, samples, extra)
+    return Workload(root, splits, samples)
 
 
 def space_overrides(budget: str) -> list[str]:
@@ -222,7 +221,10 @@ def trial_memory(pools: list[dict[str, Any]]) -> float | None:
 
 
 def run_phases(run: Run, phases: set[str]) -> None:
-    plan, results, storage = run.plan, run.results, run.work / "ray_results"
+    plan, results = run.plan, run.results
+    # A folder of its own for each run: a rerun on the warm machine must not meet the last
+    # run's experiments (tune.search would refuse to start over them).
+    storage = run.work / f"ray_results-{int(run.started)}"
 
     def timed(name: str, action: Any) -> Any:
         started = time.time()

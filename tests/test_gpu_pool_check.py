@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gpu import isolation, packing, payload, prepare_wheels, report
+from gpu import isolation, monitor, packing, payload, prepare_wheels, report
 from gpu.monitor import Monitor
+from tune.ray_adapter import FIT_FINISHED
 from tune.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +184,7 @@ def _trial(pid, seconds, start):
         }
         for e in (1, 2, 3)
     ]
-    rows.append({**rows[-1], "fit_finished": 1})  # the final report repeats the last epoch
+    rows.append({**rows[-1], FIT_FINISHED: 1})  # the final report repeats the last epoch
     return {"dir": f"trial_{pid}", "rows": rows, "error": None}
 
 
@@ -239,3 +240,33 @@ def test_the_goal_line_says_how_close_the_best_pool_came():
     assert "90% of it" in report.goal_line(pools)
     pools[1]["aggregate_samples_per_s"] = 340.0
     assert report.goal_line(pools).endswith("met.")
+
+
+def test_monitor_reads_utilisation_and_each_processes_memory(monkeypatch):
+    replies = {
+        "--query-gpu=" + monitor.GPU_QUERY: "0, GPU-a1, 87, 12000, 143771, 1980\n",
+        "--query-compute-apps=" + monitor.APP_QUERY: "GPU-a1, 4242, 3100\nGPU-a1, 4243, [N/A]\n",
+    }
+
+    def fake_run(command, **kwargs):
+        return subprocess.CompletedProcess(command, 0, stdout=replies[command[1]], stderr="")
+
+    monkeypatch.setattr(monitor.subprocess, "run", fake_run)
+    gpus = monitor.query("--query-gpu=" + monitor.GPU_QUERY, monitor.GPU_QUERY)
+    apps = monitor.query("--query-compute-apps=" + monitor.APP_QUERY, monitor.APP_QUERY)
+    assert gpus[0]["utilization.gpu"] == "87" and apps[0]["pid"] == "4242"
+    watch = Monitor(available=False)
+    quiet = [{**gpus[0], "utilization.gpu": "13", "memory.used": "9000"}]
+    watch.samples = [
+        monitor.Sample(10.0, gpus, apps),
+        monitor.Sample(11.0, quiet, [{**apps[0], "used_memory": "3300"}]),
+        monitor.Sample(20.0, gpus, []),  # outside the window below
+    ]
+    assert watch.window(9.5, 11.5) == {
+        "samples": 2,
+        "gpu_util_mean_pct": 50.0,
+        "gpu_util_max_pct": 87.0,
+        "gpu_memory_used_max_mib": 12000.0,
+    }
+    assert watch.peak_memory_by_pid(0, 30) == {4242: 3300.0}  # [N/A] is no reading
+    assert watch.gpu_index_of_pid() == {4242: "0", 4243: "0"}
