@@ -23,6 +23,7 @@ from typing import Any
 
 from gpu.monitor import Monitor
 from tune.ray_adapter import FIT_FINISHED
+from tune.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE_FILE = REPO / "search_spaces" / "gpu_pool.yaml"
@@ -190,8 +191,14 @@ def run_pool(
 ) -> dict[str, Any]:
     """One ``python -m tune.search`` at ``budget``, and what it measured."""
     name = f"{budget}-{compile_mode}"
+    env = None
+    if compile_mode != "none":
+        # Each trial compiles in its own process: held to its CPU share, N trials do not
+        # start N pools of compile workers as wide as the machine.
+        cpus = load_space(SPACE_FILE, budget).resources.cpu
+        env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, int(cpus)))}
     started = time.time()
-    code = run_logged(search_command(budget, name, storage, work, compile_mode), timeout)
+    code = run_logged(search_command(budget, name, storage, work, compile_mode), timeout, env)
     wall = time.time() - started
     trials = read_trials(storage / name)
     figures = [trial_figures(t, work.samples_per_epoch, batch, monitor) for t in trials]
