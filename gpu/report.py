@@ -122,10 +122,11 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     data = results.get("data")
     if data:
+        tracks = ", ".join(f"{n} {subset}" for subset, n in data["tracks"].items())
         lines += [
             "",
-            f"Data: {data['tracks']} tracks, {data['samples_per_epoch']} training "
-            "samples per epoch (batch 8, first epoch a warm-up).",
+            f"Data: {tracks} tracks, {data['samples_per_epoch']} training samples per epoch "
+            "(batch 8; the first epoch is a warm-up).",
         ]
     if results.get("packing"):
         lines += [

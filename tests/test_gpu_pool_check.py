@@ -270,3 +270,21 @@ def test_monitor_reads_utilisation_and_each_processes_memory(monkeypatch):
     }
     assert watch.peak_memory_by_pid(0, 30) == {4242: 3300.0}  # [N/A] is no reading
     assert watch.gpu_index_of_pid() == {4242: "0", 4243: "0"}
+
+
+def test_isolation_passes_only_when_the_hog_alone_ran_out_of_memory():
+    iso = {
+        "trials_per_gpu": 4,
+        "gpu_share": 0.25,
+        "hog_batch": 234,
+        "hog_state": "errored",
+        "hog_error": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "hog_out_of_memory": True,
+        "hog_stopped_by_cap": True,
+        "others_completed": True,
+        "placement_ok": True,
+    }
+    assert ": PASS." in report.isolation_lines(iso, on_gpu=True)[0]
+    assert "n/a without a GPU" in report.isolation_lines(iso, on_gpu=False)[0]
+    assert ": FAIL." in report.isolation_lines({**iso, "others_completed": False}, True)[0]
+    assert ": FAIL." in report.isolation_lines({**iso, "hog_out_of_memory": False}, True)[0]
