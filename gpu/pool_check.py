@@ -27,6 +27,7 @@ import platform
 import shutil
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ class Run:
             "dry_run": plan.dry_run,
             "phases": {},
             "skipped": {},
+            "errors": {},
         }
 
     def left(self, phase: str | None = None) -> float:
@@ -111,6 +113,20 @@ class Run:
         self.results["skipped"][phase] = f"{self.left():.0f} s left of --deadline, needs {need}"
         print(f"skipping {phase}: {self.results['skipped'][phase]}", flush=True)
         return False
+
+    def phase(self, name: str, action: Any) -> Any:
+        """Run one phase: time it, save the results after it, and if it fails, record the
+        error and go on with the next phase (each phase stands on its own)."""
+        started = time.time()
+        try:
+            return action()
+        except Exception as err:  # a phase's failure is a result too
+            traceback.print_exc()
+            self.results["errors"][name] = f"{type(err).__name__}: {err}"[:1000]
+            return None
+        finally:
+            self.results["phases"][name] = round(time.time() - started, 1)
+            self.save()
 
     def save(self) -> None:
         self.results["elapsed_s"] = round(time.time() - self.started, 1)
@@ -163,7 +179,7 @@ def make_data(run: Run) -> Workload:
         synth = [sys.executable, "-m", "moodtheme.data", "synth", "--to", str(root)]
         code = run_logged([*synth, "--tracks", str(run.plan.tracks)], timeout=run.left("data"))
         if code != 0:
-            raise SystemExit(f"error: synthetic data generation failed (exit {code})")
+            raise RuntimeError(f"synthetic data generation failed (exit {code})")
     counts = {}
     for subset in jamendo.SUBSETS:
         source = jamendo.split_tsv(0, subset, root / "splits")
@@ -226,50 +242,46 @@ def run_phases(run: Run, phases: set[str]) -> None:
     # run's experiments (tune.search would refuse to start over them).
     storage = run.work / f"ray_results-{int(run.started)}"
 
-    def timed(name: str, action: Any) -> Any:
-        started = time.time()
-        value = action()
-        results["phases"][name] = round(time.time() - started, 1)
-        run.save()
-        return value
-
-    results["environment"] = timed("env", environment)
-    work = timed("data", lambda: make_data(run))
+    results["environment"] = run.phase("env", environment) or {}
+    work = run.phase("data", lambda: make_data(run))
+    if work is None:
+        return  # nothing to train on
     results["packing"] = []
-    for n in plan.pack if "pack" in phases else ():
-        if run.fits("pack"):
-            pool = packing.run_pool(
-                plan.budget(n), n, work, storage, run.monitor, BATCH, timeout=run.left("pack")
+
+    def pack(n: int, mode: str, phase: str) -> None:
+        if run.fits(phase):
+            pool = run.phase(
+                f"pack{n}" + ("" if mode == "none" else f"-{mode}"),
+                lambda: packing.run_pool(
+                    plan.budget(n), n, work, storage, run.monitor, BATCH, mode, run.left(phase)
+                ),
             )
-            results["packing"].append(pool)
-            results["phases"][f"pack{n}"] = pool["wall_s"]
-            run.save()
+            if pool is not None:
+                results["packing"].append(pool)
+                run.save()
+
+    for n in plan.pack if "pack" in phases else ():
+        pack(n, "none", "pack")
     if "isolation" in phases and run.fits("isolation"):
         n = plan.isolation_trials
         gpu_mib = results["environment"].get("gpu_memory_mib")
         share = gpu_mib / n if gpu_mib else None
         train = results["data"]["tracks"]["train"]
         big = isolation.hog_batch(BATCH, trial_memory(results["packing"]), share, train)
-        results["isolation"] = timed(
+        results["isolation"] = run.phase(
             "isolation",
             lambda: isolation.run_isolation(
                 plan.budget(n), n, work, storage, BATCH, big, fake_gpus=plan.fake_gpus
             ),
         )
     if "step" in phases and run.fits("step"):
-        results["step"] = timed("step", lambda: step_speed(run, work))
-    mode = fastest_compile_mode(results.get("step", {}))
+        results["step"] = run.phase("step", lambda: step_speed(run, work))
+    mode = fastest_compile_mode(results.get("step") or {})
     results["compile_winner"] = mode
     for n in plan.compiled_pack if "compiled" in phases and mode else ():
-        if run.fits("compiled"):
-            pool = packing.run_pool(
-                plan.budget(n), n, work, storage, run.monitor, BATCH, mode, run.left("compiled")
-            )
-            results["packing"].append(pool)
-            results["phases"][f"pack{n}-{mode}"] = pool["wall_s"]
-            run.save()
+        pack(n, mode, "compiled")
     if "pytest" in phases and not plan.dry_run and run.fits("pytest"):
-        results["pytest"] = timed("pytest", lambda: run_pytest(run))
+        results["pytest"] = run.phase("pytest", lambda: run_pytest(run))
 
 
 def run_pytest(run: Run) -> dict[str, Any]:
@@ -315,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         run.monitor.stop()
         run.save()
     print(report.markdown(run.results), flush=True)
-    return 0
+    return 1 if run.results["errors"] else 0
 
 
 if __name__ == "__main__":

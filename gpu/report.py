@@ -156,6 +156,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"pytest {' '.join(p['files'])}: exit {p['exit_code']}, {p.get('tests')} tests, "
             f"{p.get('failures')} failures, {p.get('errors')} errors, {p.get('skipped')} skipped.",
         ]
+    if results.get("errors"):
+        lines += ["", "Errors: " + "; ".join(f"{k}: {v}" for k, v in results["errors"].items())]
     if results.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items())]
     lines.append(

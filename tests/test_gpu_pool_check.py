@@ -288,3 +288,17 @@ def test_isolation_passes_only_when_the_hog_alone_ran_out_of_memory():
     assert "n/a without a GPU" in report.isolation_lines(iso, on_gpu=False)[0]
     assert ": FAIL." in report.isolation_lines({**iso, "others_completed": False}, True)[0]
     assert ": FAIL." in report.isolation_lines({**iso, "hog_out_of_memory": False}, True)[0]
+
+
+def test_a_failing_phase_is_recorded_and_the_run_goes_on(tmp_path):
+    from gpu.pool_check import DRY_PLAN, Run
+
+    run = Run(tmp_path / "out", tmp_path / "work", DRY_PLAN, deadline=60)
+    (tmp_path / "out").mkdir()
+    assert run.phase("broken", lambda: 1 / 0) is None
+    assert run.phase("fine", lambda: 42) == 42
+    run.monitor.stop()
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["errors"] == {"broken": "ZeroDivisionError: division by zero"}
+    assert set(saved["phases"]) == {"broken", "fine"}
+    assert "Errors: broken: ZeroDivisionError" in (tmp_path / "out" / "results.md").read_text()
