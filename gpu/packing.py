@@ -25,8 +25,7 @@ from gpu.monitor import Monitor
 from tune.ray_adapter import FIT_FINISHED
 from tune.space import load_space
 
-REPO = Path(__file__).resolve().parents[1]
-SPACE_FILE = REPO / "search_spaces" / "gpu_pool.yaml"
+SPACE_FILE = Path(__file__).resolve().parent / "gpu_pool.yaml"
 # Ray Tune's files in a trial's folder (ray.air.constants EXPR_RESULT_FILE, EXPR_ERROR_FILE).
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"

@@ -6,7 +6,7 @@ skipped and said so; results are rewritten after every phase, so a cut run keeps
 1. ``env``: versions, the GPU, the wheels brought;
 2. ``data``: ``python -m moodtheme.data synth`` on this machine's disk, validation and test
    cut to ``--eval-tracks`` so that an epoch is almost all training;
-3. ``pack``: ``python -m tune.search --space search_spaces/gpu_pool.yaml --budget packN`` for
+3. ``pack``: ``python -m tune.search --space gpu/gpu_pool.yaml --budget packN`` for
    N = 1, 2, 4, 8 trials per GPU (gpu/packing.py);
 4. ``isolation``: one trial over its memory share fails alone (gpu/isolation.py);
 5. ``step``: the training step eager against ``run.compile`` modes (gpu/step_speed.py);
