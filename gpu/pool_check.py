@@ -153,6 +153,8 @@ def environment() -> dict[str, Any]:
         "gpu_memory_mib": float(gpus[0]["memory.total"]) if gpus else None,
         "driver": gpus[0].get("driver_version") if gpus else None,
         "cpus": os.cpu_count(),
+        # Without MPS the trials' kernels take turns on the GPU, they never run at once.
+        "mps_control": shutil.which("nvidia-cuda-mps-control"),
         "ray": f"{ray.__version__} ({Path(ray.__file__).parent})",
         "optuna": optuna.__version__,
         "pydantic": pydantic.__version__,

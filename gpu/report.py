@@ -118,7 +118,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{results.get('started')}; {env.get('gpu') or 'no GPU'}; torch {env.get('torch')}, "
         f"Python {env.get('python')}, Ray {str(env.get('ray', '')).split(' ')[0]}, "
-        f"{env.get('cpus')} CPUs; {results.get('elapsed_s')} s in all.",
+        f"{env.get('cpus')} CPUs; MPS control {'present' if env.get('mps_control') else 'absent'}; "
+        f"{results.get('elapsed_s')} s in all.",
     ]
     data = results.get("data")
     if data:
