@@ -106,7 +106,7 @@ def trial_figures(
     """One trial's rate, step time, placement and memory."""
     by_epoch: dict[int, dict[str, Any]] = {}
     for row in trial["rows"]:
-        by_epoch.setdefault(int(row.get("epoch", 0)), row)  # the last epoch is reported twice
+        by_epoch.setdefault(int(row.get("epoch", 0)), row)  # a retried epoch counts once
     measured = [r for e, r in sorted(by_epoch.items()) if e > WARMUP_EPOCHS]
     first = trial["rows"][0] if trial["rows"] else {}
     last = trial["rows"][-1] if trial["rows"] else {}
