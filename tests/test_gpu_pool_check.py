@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gpu import isolation, monitor, packing, payload, prepare_wheels, report
-from gpu.monitor import Monitor
-from tune.ray_adapter import FIT_FINISHED
-from tune.space import load_space
-
 REPO = Path(__file__).resolve().parents[1]
+# gpu/ is a folder of scripts run from the checkout, not an installed package.
+sys.path.insert(0, str(REPO))
+
+from gpu import isolation, monitor, packing, payload, prepare_wheels, report  # noqa: E402
+from gpu.monitor import Monitor  # noqa: E402
+from tune.ray_adapter import FIT_FINISHED  # noqa: E402
+from tune.space import load_space  # noqa: E402
 
 
 @pytest.mark.slow
