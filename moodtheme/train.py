@@ -42,6 +42,9 @@ from moodtheme.models import build_model, combined_loss, init_output_bias, predi
 from moodtheme.progress import Progress
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# Wall-clock metrics of an epoch: the training loop alone (loading, mixing, steps), and that
+# plus validation. They differ between otherwise identical runs (a resumed one, say).
+TIMING_METRICS = ("train_seconds", "epoch_seconds")
 BEST_FILE = "best.pt"
 EPOCHS_DIR = "epochs"
 
@@ -317,6 +320,23 @@ def _autocast(device: torch.device, config: Config):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def compile_for_training(
+    model: torch.nn.Module, config: Config, device: torch.device
+) -> torch.nn.Module:
+    """The module :func:`train_step` calls: ``model`` itself, or with ``run.compile`` a
+    compiled view sharing its parameters, so checkpoints, evaluation and the optimiser keep
+    using ``model`` and its state_dict keys.
+
+    Shapes are static (``dynamic=False``): the training loader drops its last partial batch,
+    so one graph serves the whole run, and a shape that does change gets its own graph rather
+    than a slower dynamic one.
+    """
+    if config.run.compile == "none":
+        return model
+    mode = config.run.compile if device.type == "cuda" else "default"
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -423,6 +443,7 @@ def fit(
     model = model.to(device)
     if device.type == "cuda" and config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    step_model = compile_for_training(model, config, device)
     optimizer = make_optimizer(config.optim.optimizer, model.parameters(), config.optim.lr, config)
     scheduler = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -481,13 +502,15 @@ def fit(
         mix_gen = torch.Generator().manual_seed(epoch_seed(config.run.seed, epoch) + 1)
         started = time.time()
         train_loss = _train_epoch(
-            model, train_loader, partner_loader, optimizer, device, config, epoch, mix_gen, log
+            step_model, train_loader, partner_loader, optimizer, device, config, epoch, mix_gen, log
         )
+        train_seconds = time.time() - started
 
         val_logits, val_labels = run_inference(model, eval_loaders["validation"], device, config)
         metrics = {"epoch": float(epoch), "train_loss": train_loss}
         metrics.update(split_metrics("val", val_logits, val_labels))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["train_seconds"] = train_seconds
         metrics["epoch_seconds"] = time.time() - started
         for name, value in metrics.items():
             if not math.isfinite(value):
@@ -578,6 +601,9 @@ def train_step(
     """One optimisation step on a (mixed) batch; returns the loss. Skips the update if the
     loss is not finite, so the caller can stop with a clear error before weights are spoiled."""
     x, y = _to_device(x, device, config), y.to(device)
+    if config.run.compile == "reduce-overhead" and device.type == "cuda":
+        # A new step: its CUDA graph replay may overwrite the last step's outputs.
+        torch.compiler.cudagraph_mark_step_begin()
     with _autocast(device, config):
         loss = combined_loss(model(x), y)
     if not torch.isfinite(loss):
