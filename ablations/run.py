@@ -22,44 +22,32 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ablations.report import (
-    FAILED,
-    OK,
-    UNFINISHED,
-    Effect,
-    TrialResult,
-    compute_effects,
-    write_report,
-)
+from ablations.effects import OK, Effect, TrialResult, compute_effects
+from ablations.families import DEFAULT_MIN_EFFECT, Conclusions, conclude
+from ablations.report import write_report
+from ablations.seeding import AUTO, Counts, RoundOutcome, SeedState, run_rounds
+from ablations.stats import look_schedule
 from ablations.suite import (
     BUDGET_SETTINGS,
     BUDGETS,
     Plan,
     SuiteError,
-    config_key,
     describe,
     format_overrides,
     plan_suite,
     probe_model,
     select,
 )
-from moodtheme.config import build_config, parse_overrides
+from ablations.trials import main_preset, tune_round
+from moodtheme.config import parse_overrides
 from moodtheme.data.jamendo import load_tags
-from tune.ray_adapter import TrialRecord, fetch_checkpoint
-from tune.search import (
-    USER_ERRORS,
-    RunOptions,
-    TrialSpec,
-    add_cluster_arguments,
-    run_trials,
-)
+from tune.search import USER_ERRORS, RunOptions, add_cluster_arguments
 from tune.space import Resources
 from tune.tracking import Tracker, resolve_uri
 
 RESULTS_DIR = Path("ablations/results")
 PLAN_FILE = "plan.json"
 OUTPUTS_DIR = "outputs"
-METRIC = "val_pr_auc_macro"
 
 
 @dataclass
@@ -68,12 +56,24 @@ class SuiteSettings:
 
     names: list[str]
     budget: str = "quick"
-    seeds: int = 3
+    seeds: int | str = 3  # or AUTO: first_seeds, then more where undecided, up to max_seeds
+    first_seeds: int = 3
+    max_seeds: int = 10
+    min_effect: float = DEFAULT_MIN_EFFECT
     data: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     n_boot: int = 1000
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+
+    @property
+    def adaptive(self) -> bool:
+        return self.seeds == AUTO
+
+    def seed_state(self) -> SeedState:
+        if self.adaptive:
+            return SeedState(look_schedule(self.first_seeds, self.max_seeds), adaptive=True)
+        return SeedState([int(self.seeds)], adaptive=False)
 
 
 @dataclass
@@ -82,9 +82,11 @@ class SuiteOutcome:
     plan: Plan
     trials: list[TrialResult]
     effects: list[Effect]
+    conclusions: Conclusions
     files: dict[str, Path]
     interrupted: bool
     parent_run_id: str | None
+    mlflow_uri: str | None = None  # the store holding the parent run, when tracked
 
 
 class RunError(RuntimeError):
@@ -97,78 +99,15 @@ class RunError(RuntimeError):
 def resolve_data(data: str | None) -> tuple[Path, dict[str, list[str]]]:
     """The melspec root (the cached synthetic dataset without ``data``) and, for a synthetic
     root, its planted tag groups."""
-    if data is None:
-        from moodtheme.data.synth import default_dataset
+    from moodtheme.data.loaders import resolve_data_root
+    from moodtheme.data.synth import planted_groups
+    from moodtheme.errors import TrainingError
 
-        root = default_dataset()
-    else:
-        root = Path(data).expanduser().resolve()
-        if not root.is_dir():
-            raise RunError(f"--data {data}: not a directory; give the folder holding NN/ID.npy")
-    groups: dict[str, list[str]] = {}
-    planted = root / "planted.json"
-    if planted.is_file():
-        from moodtheme.data.synth import load_planted
-
-        info = load_planted(root)
-        groups = {g: list(info[g]) for g in ("long_range", "local") if info.get(g)}
-    return root, groups
-
-
-# ----------------------------------------------------------------------------- trials
-
-
-def trial_name(arm: str, seed: int) -> str:
-    return f"{arm}.seed{seed}"
-
-
-def trial_specs(plan: Plan, preset: str, fixed: Mapping[str, Any]) -> list[TrialSpec]:
-    """One TrialSpec per (arm, seed): the dotted keys where the arm differs from ``preset``
-    with the ``fixed`` overrides, so each trial's overrides show what makes it that arm."""
-    base = build_config(preset, dict(fixed)).flat()
-    specs = []
-    for arm, seed in plan.trials():
-        config = plan.trial_config(arm, seed)
-        diff = {k: v for k, v in config.flat().items() if base.get(k) != v}
-        rebuilt = build_config(preset, {**fixed, **diff})
-        assert config_key(rebuilt) == config_key(config) and rebuilt.run.seed == seed
-        specs.append(
-            TrialSpec(
-                trial_name(arm, seed),
-                diff,
-                tags={
-                    "ablation_arm": arm,
-                    "ablation_seed": str(seed),
-                    "ablation_roles": " ".join(plan.arms[arm].roles),
-                },
-            )
-        )
-    return specs
-
-
-def collect(records: Sequence[TrialRecord], plan: Plan, outputs: Path) -> list[TrialResult]:
-    """TrialResults from Tune's records; completed trials' outputs copied under ``outputs``."""
-    by_name = {trial_name(arm, seed): (arm, seed) for arm, seed in plan.trials()}
-    results = []
-    for record in records:
-        if record.name not in by_name:
-            continue
-        arm, seed = by_name[record.name]
-        if record.state == "completed" and record.checkpoint:
-            run_dir = fetch_checkpoint(record.checkpoint, outputs / record.name)
-            metrics_file = run_dir / "final_metrics.json"
-            if (run_dir / "test_predictions.npy").is_file() and metrics_file.is_file():
-                metrics = json.loads(metrics_file.read_text())
-                results.append(TrialResult(arm, seed, OK, run_dir, metrics))
-                continue
-            error = f"the final checkpoint {run_dir} lacks the run's predictions"
-        elif record.state == "errored":
-            error = record.error or "the trial errored"
-        else:  # interrupted: a resume continues it
-            results.append(TrialResult(arm, seed, UNFINISHED))
-            continue
-        results.append(TrialResult(arm, seed, FAILED, error=error))
-    return results
+    try:
+        root = resolve_data_root(data).resolve()
+    except TrainingError as err:
+        raise RunError(f"--data {data}: {err}") from None
+    return root, planted_groups(root)
 
 
 # ----------------------------------------------------------------------------- the suite
@@ -203,7 +142,7 @@ def _open_run(
         settings = SuiteSettings(**saved["settings"])
         options.storage = options.storage or saved["run"]["storage"]
         options.mlflow_uri = options.mlflow_uri or saved["run"]["mlflow_uri"]
-        log(f"resuming '{options.name}' ({', '.join(settings.names)}; {settings.seeds} seeds)")
+        log(f"resuming '{options.name}' ({', '.join(settings.names)}; seeds {settings.seeds})")
     elif plan_file.is_file():
         raise RunError(
             f"{run_dir} already holds a suite; pass --resume to continue it, or --name NEW"
@@ -222,18 +161,88 @@ def run_suite(
     """Plan, train (or resume) and report a suite. ``options.name`` names the run (default:
     budget and time; with ``options.resume``, the latest run under ``results_dir``)."""
     settings, options, run_dir = _open_run(settings, options, results_dir, log)
-    plan_file = run_dir / PLAN_FILE
+    state = settings.seed_state()
+    plan, root, groups, shared = _plan(settings, options, run_dir, state.schedule[-1], log)
+    if options.resume:
+        state = SeedState.load(run_dir) or state
+    preset = main_preset(plan)
+    fixed = {**BUDGET_SETTINGS[settings.budget], **shared}  # what every trial shares
+    tags = load_tags()
 
+    def train(index: int, new: list[tuple[str, int]]) -> RoundOutcome:
+        log(
+            f"suite '{options.name}', round {index + 1}: {len(new)} trials "
+            f"({len({a for a, _ in new})} arms) at the {settings.budget} budget, data {root}"
+        )
+        resources = Resources(cpu=settings.cpus_per_trial, gpu=settings.gpus_per_trial)
+        return tune_round(
+            plan, index, new, preset, fixed, resources, options, run_dir / OUTPUTS_DIR
+        )
+
+    def assess(trials: list[TrialResult], counts: Counts) -> list[Effect]:
+        effects = compute_effects(plan, trials, tags, groups, settings.n_boot, counts)
+        conclude(effects, settings.min_effect, state.looks)
+        return effects
+
+    rounds = run_rounds(plan, state, train, assess, lambda s: s.save(run_dir), log)
+    conclusions = conclude(rounds.effects, settings.min_effect, state.looks)
+    report_settings = {
+        "ablations": ", ".join(c.ablation.name for c in plan.comparisons),
+        "budget": settings.budget,
+        "data": f"{root}" + (" (synthetic)" if groups else ""),
+        "seeds": _seeds_text(settings, state),
+        "run-wide overrides": format_overrides(settings.overrides) or "none",
+        "Ray Tune experiment": f"{options.storage.rstrip('/')}/{options.name}"
+        + _later_rounds(len(state.rounds)),
+    }
+    parent_id = rounds.parent_run_id
+    if parent_id:
+        report_settings["MLflow parent run"] = parent_id
+    if rounds.interrupted:
+        report_settings["state"] = "INTERRUPTED: partial report; finish it with --resume"
+    files = write_report(
+        run_dir,
+        options.name or "",
+        plan,
+        rounds.trials,
+        rounds.effects,
+        conclusions,
+        tags,
+        report_settings,
+        settings.n_boot,
+        groups,
+        planned=plan.trials(rounds.counts),
+    )
+    if parent_id and options.tracking:
+        _log_report(options, parent_id, files, rounds.effects)
+    return SuiteOutcome(
+        run_dir,
+        plan,
+        rounds.trials,
+        rounds.effects,
+        conclusions,
+        files,
+        rounds.interrupted,
+        parent_id,
+        options.mlflow_uri if options.tracking else None,
+    )
+
+
+def _plan(
+    settings: SuiteSettings, options: RunOptions, run_dir: Path, seeds: int, log: Any
+) -> tuple[Plan, Path, dict[str, list[str]], dict[str, Any]]:
+    """The suite's plan for up to ``seeds`` seeds, its data root, planted tag groups and the
+    overrides every arm shares; a new run's plan.json is written."""
     # Plan once without data first: a bad --set fails before any dataset is generated.
-    plan_suite(select(settings.names), settings.budget, settings.seeds, settings.overrides)
+    plan_suite(select(settings.names), settings.budget, seeds, settings.overrides)
     root, groups = resolve_data(settings.data)
     settings.data = str(root)
     shared = {"data.root": str(root), "run.progress": False, **settings.overrides}
-    plan = plan_suite(select(settings.names), settings.budget, settings.seeds, shared, probe_model)
+    plan = plan_suite(select(settings.names), settings.budget, seeds, shared, probe_model)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not options.resume:
         run = {"storage": options.storage, "mlflow_uri": options.mlflow_uri}
-        plan_file.write_text(
+        (run_dir / PLAN_FILE).write_text(
             json.dumps(
                 {"settings": asdict(settings), "run": run, "plan": plan.to_dict()},
                 indent=2,
@@ -243,60 +252,22 @@ def run_suite(
     for c in plan.comparisons:
         if c.skipped:
             log(f"skipping {c.ablation.name}: {c.skipped}")
+    return plan, root, groups, shared
 
-    preset = _main_preset(plan)
-    fixed = {**BUDGET_SETTINGS[settings.budget], **shared}  # what every trial shares
-    specs = trial_specs(plan, preset, fixed)
-    records: list[TrialRecord] = []
-    interrupted, parent_id = False, None
-    if specs:
-        log(
-            f"suite '{options.name}': {len(plan.arms)} arms x {len(plan.seeds)} seeds = "
-            f"{len(specs)} trials at the {settings.budget} budget, data {root}"
-        )
-        outcome = run_trials(
-            specs,
-            preset=preset,
-            overrides=fixed,
-            metric=METRIC,
-            mode="max",
-            resources=Resources(cpu=settings.cpus_per_trial, gpu=settings.gpus_per_trial),
-            max_concurrent_trials=len(specs),
-            options=options,
-        )
-        records, interrupted, parent_id = (
-            outcome.records,
-            outcome.interrupted,
-            outcome.parent_run_id,
-        )
 
-    trials = collect(records, plan, run_dir / OUTPUTS_DIR)
-    tags = load_tags()
-    effects = compute_effects(plan, trials, tags, groups, n_boot=settings.n_boot)
-    report_settings = {
-        "ablations": ", ".join(c.ablation.name for c in plan.comparisons),
-        "budget": settings.budget,
-        "data": f"{root}" + (" (synthetic)" if groups else ""),
-        "seeds": ", ".join(map(str, plan.seeds)),
-        "run-wide overrides": format_overrides(settings.overrides) or "none",
-        "Ray Tune experiment": f"{options.storage.rstrip('/')}/{options.name}",
-    }
-    if parent_id:
-        report_settings["MLflow parent run"] = parent_id
-    if interrupted:
-        report_settings["state"] = "INTERRUPTED: partial report; finish it with --resume"
-    files = write_report(
-        run_dir, options.name, plan, trials, effects, tags, report_settings, settings.n_boot, groups
+def _later_rounds(rounds: int) -> str:
+    if rounds < 2:
+        return ""
+    return " (and -round2)" if rounds == 2 else f" (and -round2 to -round{rounds})"
+
+
+def _seeds_text(settings: SuiteSettings, state: SeedState) -> str:
+    if not state.adaptive:
+        return f"{settings.seeds} per arm (0..{int(settings.seeds) - 1}), paired across arms"
+    return (
+        f"adaptive (--seeds auto): looks at {', '.join(map(str, state.schedule))} seeds, "
+        f"more only for undecided ablations; --min-effect {settings.min_effect:g}"
     )
-    if parent_id and options.tracking:
-        _log_report(options, parent_id, files, effects)
-    return SuiteOutcome(run_dir, plan, trials, effects, files, interrupted, parent_id)
-
-
-def _main_preset(plan: Plan) -> str:
-    """The preset most arms come from: trial params are the differences from it."""
-    presets = [a.config.preset for a in plan.arms.values()]
-    return max(set(presets), key=presets.count) if presets else "quick"
 
 
 def _log_report(
@@ -307,10 +278,9 @@ def _log_report(
         tracker.log_artifact(parent_id, path, "report")
     metrics = {}
     for e in effects:
-        if e.status == OK:
-            for metric, b in e.bootstrap.items():
-                metrics[f"delta_{metric}.{e.name}"] = e.difference[metric].mean
-                metrics[f"p_{metric}.{e.name}"] = b.p_value
+        for metric, row in e.metrics.items():
+            metrics[f"delta_{metric}.{e.name}"] = row.delta
+            metrics[f"p_adjusted_{metric}.{e.name}"] = row.p_adjusted
     if metrics:
         tracker.log_metrics(parent_id, metrics, step=0)
 
@@ -328,9 +298,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the ablations and exit")
     p.add_argument(
         "--seeds",
-        type=int,
-        default=3,
-        help="seeds per arm, shared by reference and variant (default 3)",
+        default="3",
+        help="seeds per arm, shared by reference and variant (default 3), or 'auto': "
+        "--first-seeds, then more seeds for the ablations still undecided, up to --max-seeds",
+    )
+    p.add_argument(
+        "--first-seeds", type=int, default=3, help="with --seeds auto: seeds of the first look (3)"
+    )
+    p.add_argument(
+        "--max-seeds", type=int, default=10, help="with --seeds auto: the most seeds (default 10)"
+    )
+    p.add_argument(
+        "--min-effect",
+        type=float,
+        default=DEFAULT_MIN_EFFECT,
+        help="the smallest |Δ| worth finding, in metric units (default 0.005): the report says "
+        "whether a 'no detectable effect' rules it out; --seeds auto stops once it is ruled out",
     )
     p.add_argument("--data", help="melspec root (ROOT/NN/ID.npy); default: the synthetic dataset")
     p.add_argument(
@@ -363,6 +346,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seeds(text: str) -> int | str:
+    if text == AUTO:
+        return AUTO
+    try:
+        seeds = int(text)
+    except ValueError:
+        seeds = 0
+    if seeds < 1:
+        raise SuiteError(f"--seeds {text}: give a number of seeds (1 or more) or 'auto'")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     budget = args.budget or ("full" if args.data else "quick")
@@ -374,12 +369,23 @@ def main(argv: list[str] | None = None) -> int:
             raise SuiteError("name at least one ablation, or 'all' (see --list)")
         if args.names:
             select(args.names)  # a typo fails here, before anything starts
-        if args.seeds < 1 or args.bootstrap < 1:
-            raise SuiteError("--seeds and --bootstrap must be at least 1")
+        seeds = _seeds(args.seeds)
+        if args.bootstrap < 2:
+            raise SuiteError(f"--bootstrap {args.bootstrap}: give at least 2 resamples (1000)")
+        if seeds == AUTO and not 2 <= args.first_seeds <= args.max_seeds:
+            raise SuiteError(
+                f"--seeds auto: need 2 <= --first-seeds ({args.first_seeds}) <= --max-seeds "
+                f"({args.max_seeds})"
+            )
+        if not 0 < args.min_effect < 1:
+            raise SuiteError(f"--min-effect {args.min_effect}: give a metric difference in (0, 1)")
         settings = SuiteSettings(
             names=list(args.names),
             budget=budget,
-            seeds=args.seeds,
+            seeds=seeds,
+            first_seeds=args.first_seeds,
+            max_seeds=args.max_seeds,
+            min_effect=args.min_effect,
             data=str(Path(args.data).expanduser().resolve()) if args.data else None,
             overrides=parse_overrides(args.set),
             n_boot=args.bootstrap,
@@ -410,14 +416,25 @@ def _print_outcome(outcome: SuiteOutcome, args: argparse.Namespace) -> None:
     print()
     for e in outcome.effects:
         if e.status == OK:
-            d, b = e.difference["pr_auc"], e.bootstrap["pr_auc"]
+            row = e.metrics["pr_auc"]
+            low, high = row.interval()
             print(
-                f"{e.name:<26} Δ PR-AUC {d.mean:+.4f}  tracks [{b.low:+.4f}, {b.high:+.4f}] "
-                f"p {b.p_value:.3f}  {e.verdict['pr_auc']}"
+                f"{e.name:<26} Δ PR-AUC {row.delta:+.4f} [{low:+.4f}, {high:+.4f}]  "
+                f"p (Holm) {row.p_adjusted:.3f}  {row.verdict}  ({len(e.seeds)} seeds)"
             )
         else:
             print(f"{e.name:<26} {e.status}: {e.reason}")
+    for e in outcome.effects:
+        for c in e.confirmations:
+            print(
+                f"expected {e.name}: Δ {c.group} PR-AUC {c.direction}: {c.finding.delta:+.4f}, "
+                f"Holm p {c.p_adjusted:.3g} (one-sided): "
+                + ("confirmed" if c.confirmed else "not confirmed")
+            )
     print(f"\nreport: {outcome.files['report']}")
+    if outcome.parent_run_id and outcome.mlflow_uri:
+        for line in Tracker(outcome.mlflow_uri, outcome.run_dir.name).browse_hint():
+            print(line)
     if outcome.interrupted:
         print(
             f"suite interrupted; continue it with: python -m ablations.run --resume --name "

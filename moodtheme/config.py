@@ -177,6 +177,12 @@ class RunConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA.")
+    compile: Literal["none", "default", "reduce-overhead"] = Field(
+        "none",
+        description="torch.compile the model for the training step: 'default' fuses its "
+        "kernels, 'reduce-overhead' also replays each step as CUDA graphs (on CUDA; elsewhere "
+        "as 'default'). Evaluation stays eager. The first step pays the compile.",
+    )
     deterministic: bool = True
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads; None keeps torch's default (all cores)."

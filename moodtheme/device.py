@@ -39,17 +39,40 @@ class Placement:
     """How tensors and the model sit on ``device``: channels_last and bf16 autocast apply on
     CUDA only (on a CPU both stay off, so CPU runs are float32 and deterministic)."""
 
-    def __init__(self, device: torch.device, channels_last: bool, amp: bool) -> None:
+    def __init__(
+        self, device: torch.device, channels_last: bool, amp: bool, compile: str = "none"
+    ) -> None:
         self.device = device
         self.channels_last = channels_last and device.type == "cuda"
         self.amp = amp and device.type == "cuda"
+        # torch.compile of the training step (run.compile); CUDA graphs exist on CUDA only.
+        self.compile = (
+            compile if compile != "reduce-overhead" or device.type == "cuda" else "default"
+        )
 
     @classmethod
     def for_run(cls, run: RunConfig) -> Placement:
         """The device ``run.device`` names, with torch's threads and determinism set."""
         device = pick_device(run.device)
         configure_torch(device, run.threads, run.deterministic)
-        return cls(device, run.channels_last, run.amp)
+        return cls(device, run.channels_last, run.amp, run.compile)
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.compile == "reduce-overhead"
+
+    def training_view(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the training step calls: ``model`` itself, or with ``run.compile`` a
+        compiled view sharing its parameters, so checkpoints, evaluation and the optimiser
+        keep using ``model`` and its state_dict keys.
+
+        Shapes are static (``dynamic=False``): the training loader drops its last partial
+        batch, so one graph serves the whole run, and a shape that does change gets its own
+        graph rather than a slower dynamic one.
+        """
+        if self.compile == "none":
+            return model
+        return torch.compile(model, mode=self.compile, dynamic=False)
 
     def model(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)

@@ -38,6 +38,9 @@ from moodtheme.rundir import (
 )
 
 QUANTITIES = ("loss", "roc_auc_macro", "pr_auc_macro")
+# Wall-clock metrics of an epoch: the training loop alone (loading, mixing, steps), and that
+# plus validation. They differ between otherwise identical runs (a resumed one, say).
+TIMING_METRICS = ("train_seconds", "epoch_seconds")
 SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
 
@@ -51,7 +54,7 @@ def epoch_metric_names(head_names: Sequence[str]) -> list[str]:
     names = ["train_loss", *(metric_name("val", q) for q in QUANTITIES)]
     if len(head_names) > 1:
         names += [metric_name("val", q, h) for h in head_names for q in QUANTITIES]
-    return [*names, "lr", "epoch_seconds"]
+    return [*names, "lr", *TIMING_METRICS]
 
 
 def monitored_metric(config: Config) -> str:

@@ -94,6 +94,7 @@ def fit(
     # -- model and optimiser
     placement = Placement.for_run(config.run)
     model = placement.model(_new_model(config, data))
+    step_model = placement.training_view(model)
     o, es = config.optim, config.early_stopping
     schedule = OptimizerSchedule.from_config(o)
     optimizer = schedule.first_optimizer(model.parameters())
@@ -126,12 +127,19 @@ def fit(
 
         mix_gen = start_epoch(config.run.seed, epoch, data)
         started = time.time()
-        train_loss = train_epoch(model, optimizer, data, placement, config, epoch, mix_gen, log)
+        train_loss = train_epoch(
+            step_model, optimizer, data, placement, config, epoch, mix_gen, log
+        )
+        train_seconds = time.time() - started
 
         val_logits, val_labels = run_inference(model, data.loaders["validation"], placement)
         metrics = {"epoch": float(epoch), "train_loss": train_loss}
         metrics.update(split_metrics("val", val_logits, val_labels))
-        metrics.update(lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.time() - started)
+        metrics.update(
+            lr=optimizer.param_groups[0]["lr"],
+            train_seconds=train_seconds,
+            epoch_seconds=time.time() - started,
+        )
         _check_finite(epoch, metrics)
         if plateau is not None:
             plateau.step(metrics["val_loss"])
@@ -209,6 +217,9 @@ def train_step(
     """One optimisation step on a (mixed) batch; returns the loss. Skips the update if the
     loss is not finite, so the caller can stop with a clear error before weights are spoiled."""
     x, y = placement.inputs(x), y.to(placement.device)
+    if placement.cuda_graphs:
+        # A new step: its CUDA graph replay may overwrite the last step's outputs.
+        torch.compiler.cudagraph_mark_step_begin()
     with placement.autocast():
         loss = combined_loss(model(x), y)
     if not torch.isfinite(loss):

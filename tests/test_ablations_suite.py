@@ -7,6 +7,7 @@ import pytest
 from ablations.suite import (
     ABLATIONS,
     REFERENCES,
+    REPLICATE_SEED_OFFSET,
     SuiteError,
     config_key,
     describe,
@@ -144,19 +145,39 @@ def test_per_class_early_stopping_runs_on_the_submission1_recipe():
 
 def test_a_subset_always_runs_with_its_reference_and_paired_seeds():
     plan = plan_suite(select(["mixup"]), "quick", seeds=3)
-    assert plan.trials() == [(arm, s) for arm in ("submission2", "mixup") for s in (0, 1, 2)]
-    assert plan.trial_config("mixup", 2).run.seed == 2
+    # At the quick budget mixup is off in the plain recipe: the mixup ablation's reference
+    # turns it on, and its variant is the plain recipe.
+    arms = ("mixup-reference", "submission2")
+    assert plan.trials() == [(arm, s) for arm in arms for s in (0, 1, 2)]
+    assert plan.trial_config("mixup-reference", 2).run.seed == 2
     assert plan.trial_config("submission2", 2).run.seed == 2
+    assert plan.arms["mixup-reference"].config.augment.mixup_alpha == 1.0
 
 
 def test_shared_references_are_trained_once():
     plan = plan_suite(select(["all"]), "quick", seeds=2, probe=lambda c: None)
-    uses = plan.arms["submission2"].roles
-    assert {"self-attention:reference", "mixup:reference", "backbone:reference"} <= set(uses)
+    uses = set(plan.arms["submission2"].roles)
+    assert {"mixup:variant", "random-crop:reference", "optimizer-switch:variant"} <= uses
     keys = [config_key(a.config) for a in plan.arms.values()]
     assert len(keys) == len(set(keys))
     # Same config, different seed: same arm key; different component: different key.
-    assert config_key(plan.trial_config("mixup", 0)) == config_key(plan.trial_config("mixup", 1))
+    assert config_key(plan.trial_config("mixup-reference", 0)) == config_key(
+        plan.trial_config("mixup-reference", 1)
+    )
+
+
+def test_the_quick_self_attention_comparison_trains_longer_than_the_rest():
+    plan = plan_suite(select(["self-attention", "mixup"]), "quick", seeds=1)
+    epochs = {name: arm.config.optim.epochs for name, arm in plan.arms.items()}
+    assert epochs == {
+        "self-attention-reference": 18,
+        "self-attention": 18,
+        "mixup-reference": 6,
+        "submission2": 6,
+    }
+    # A run-wide --set still wins over an ablation's own budget.
+    short = plan_suite(select(["self-attention"]), "quick", seeds=1, base={"optim.epochs": 2})
+    assert {a.config.optim.epochs for a in short.arms.values()} == {2}
 
 
 def test_probe_failures_skip_only_the_ablations_that_need_that_config():
@@ -175,12 +196,12 @@ def test_base_overrides_reach_every_arm_and_no_op_variants_are_skipped():
         select(["self-attention", "mixup"]),
         "quick",
         seeds=1,
-        base={"data.root": "/data/x", "augment.mixup_alpha": 0.0},
+        base={"data.root": "/data/x", "model.attention.enabled": False},
     )
     assert all(a.config.data.root == "/data/x" for a in plan.arms.values())
-    mixup = plan.comparisons[1]
-    assert mixup.skipped and "changes nothing" in mixup.skipped
-    assert set(plan.arms) == {"submission2", "self-attention"}
+    attention = plan.comparisons[0]
+    assert attention.skipped and "changes nothing" in attention.skipped
+    assert set(plan.arms) == {"mixup-reference", "submission2"}
 
 
 def test_invalid_settings_and_seed_counts_are_reported():
@@ -189,4 +210,31 @@ def test_invalid_settings_and_seed_counts_are_reported():
     with pytest.raises(SuiteError, match="budget"):
         plan_suite(select(["mixup"]), "huge", seeds=1)
     with pytest.raises(ConfigError, match="optim.switch_epoch"):
-        plan_suite(select(["optimizer-switch"]), "quick", seeds=1, base={"optim.epochs": 1})
+        plan_suite(select(["mixup"]), "quick", seeds=1, base={"optim.switch_epoch": 9})
+    # A budget that leaves an ablation's own reference invalid skips that ablation only.
+    plan = plan_suite(select(["optimizer-switch"]), "quick", seeds=1, base={"optim.epochs": 3})
+    assert "optim.switch_epoch" in plan.comparisons[0].skipped
+
+
+def test_the_a_a_control_is_asked_for_by_name_and_trains_other_seeds():
+    assert "a-a-control" not in [a.name for a in select(["all"])]
+    names = [a.name for a in select(["all", "a-a-control"])]
+    assert names[-1] == "a-a-control" and len(names) == len(ABLATIONS) + 1
+    plan = plan_suite(select(["mixup", "a-a-control"]), "quick", seeds=2)
+    control = plan.arms["a-a-control"]
+    assert control.config == plan.arms["submission2"].config  # identical, under another name
+    assert (
+        control.seed_offset == REPLICATE_SEED_OFFSET and control.key != plan.arms["submission2"].key
+    )
+    assert plan.trial_config("a-a-control", 1).run.seed == REPLICATE_SEED_OFFSET + 1
+    assert plan.trial_config("submission2", 1).run.seed == 1
+    assert plan.to_dict()["arms"]["a-a-control"]["seed_offset"] == REPLICATE_SEED_OFFSET
+
+
+def test_trials_follow_each_ablations_seed_count_and_shared_arms_take_the_most():
+    plan = plan_suite(select(["mixup", "specaugment"]), "quick", seeds=5)
+    trials = plan.trials({"mixup": 2, "specaugment": 4})
+    assert [s for arm, s in trials if arm == "mixup-reference"] == [0, 1]
+    assert [s for arm, s in trials if arm == "specaugment-reference"] == [0, 1, 2, 3]
+    assert [s for arm, s in trials if arm == "submission2"] == [0, 1, 2, 3]  # both variants
+    assert len(plan.trials()) == 3 * 5

@@ -36,7 +36,14 @@ from ray.tune.search.optuna import OptunaSearch
 from tune.tracking import Tracker
 
 # Trial result fields that are bookkeeping, not metrics.
-INFO_FIELDS = ("node_id", "gpu_ids", "mlflow_run_id", "restored_from_epoch", "trial_name")
+INFO_FIELDS = (
+    "node_id",
+    "gpu_ids",
+    "cuda_visible_devices",
+    "mlflow_run_id",
+    "restored_from_epoch",
+    "trial_name",
+)
 # Set in a trial's last report once `fit` has returned: the trial trained to the end.
 FIT_FINISHED = "fit_finished"
 
@@ -151,10 +158,12 @@ def trial_name() -> str:
 
 
 def placement() -> dict[str, str]:
-    """Where this trial runs: the Ray node id and the GPU ids Ray assigned to it."""
+    """Where this trial runs: the Ray node id, the GPU ids Ray assigned to it, and the
+    CUDA_VISIBLE_DEVICES its CUDA calls see (which Ray sets from those ids)."""
     return {
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
     }
 
 
