@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic import model_validator as block_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import ArgsKwargs
@@ -66,7 +73,8 @@ def _known_keys(cls: type, fields: Mapping[str, Any], data: Any) -> Any:
         if field.is_required() and name not in data:
             fail_at((name,), f"missing; {field.description}")
     # A block key written with no value (``overrides:``) means its default, as it always has.
-    return {k: v for k, v in data.items() if not (v is None and k in cls.NULL_IS_DEFAULT)}
+    null_is_default = getattr(cls, "NULL_IS_DEFAULT", ())
+    return {k: v for k, v in data.items() if not (v is None and k in null_is_default)}
 
 
 class Block(BaseModel):
@@ -86,18 +94,22 @@ class Block(BaseModel):
 
 
 @pydantic_dataclass(frozen=True, config=_DATACLASS)
-class Resources:
-    """What each trial asks Ray for."""
-
-    FORM: ClassVar[str] = "{cpu: N, gpu: N}"
-    NULL_IS_DEFAULT: ClassVar[tuple[str, ...]] = ()
-    cpu: Annotated[Number, Field(gt=0, le=MAX_CPUS)] = 1.0
-    gpu: Annotated[Number, Field(ge=0, le=MAX_GPUS)] = 0.0
+class DataBlock:
+    FORM: ClassVar[str] = "a mapping"
 
     @block_validator(mode="before")
     @classmethod
     def _keys(cls, data: Any) -> Any:
         return _known_keys(cls, cls.__pydantic_fields__, data)
+
+
+@pydantic_dataclass(frozen=True, config=_DATACLASS)
+class Resources(DataBlock):
+    """What each trial asks Ray for."""
+
+    FORM: ClassVar[str] = "{cpu: N, gpu: N}"
+    cpu: Annotated[Number, Field(gt=0, le=MAX_CPUS)] = 1.0
+    gpu: Annotated[Number, Field(ge=0, le=MAX_GPUS)] = 0.0
 
     @field_validator("gpu")
     @classmethod
@@ -108,25 +120,19 @@ class Resources:
 
 
 @pydantic_dataclass(frozen=True, config=_DATACLASS)
-class Asha:
+class Asha(DataBlock):
     """ASHA's budget in epochs: a trial trains at most max_t, at least grace_period."""
 
     FORM: ClassVar[str] = "{max_t: EPOCHS, grace_period: N, reduction_factor: N}"
-    NULL_IS_DEFAULT: ClassVar[tuple[str, ...]] = ()
     max_t: Annotated[
         Integer, Field(ge=1, le=MAX_EPOCHS, description="give the epoch budget of a full trial")
     ]
     grace_period: Annotated[Integer, Field(ge=1)] = 1
     reduction_factor: Annotated[Number, Field(gt=1, le=MAX_REDUCTION_FACTOR)] = 3.0
 
-    @block_validator(mode="before")
-    @classmethod
-    def _keys(cls, data: Any) -> Any:
-        return _known_keys(cls, cls.__pydantic_fields__, data)
-
     @field_validator("grace_period")
     @classmethod
-    def _within_max_t(cls, grace: int, info: Any) -> int:
+    def _within_max_t(cls, grace: int, info: ValidationInfo) -> int:
         max_t = info.data.get("max_t")
         if max_t is not None and grace > max_t:
             raise problem(f"{grace} exceeds max_t={max_t}; lower it")
@@ -134,7 +140,7 @@ class Asha:
 
     @field_validator("reduction_factor")
     @classmethod
-    def _few_rungs(cls, factor: float, info: Any) -> float:
+    def _few_rungs(cls, factor: float, info: ValidationInfo) -> float:
         max_t, grace = info.data.get("max_t"), info.data.get("grace_period")
         if max_t is None or grace is None:
             return factor
@@ -148,18 +154,12 @@ class Asha:
 
 
 @pydantic_dataclass(frozen=True, config=_DATACLASS)
-class SamplerSpec:
+class SamplerSpec(DataBlock):
     """The Optuna sampler and its seed."""
 
     FORM: ClassVar[str] = "{name: tpe, seed: 0}"
-    NULL_IS_DEFAULT: ClassVar[tuple[str, ...]] = ()
     name: Literal["tpe", "random"] = "tpe"
     seed: Annotated[Integer, Field(ge=0, le=MAX_SEED)] = 0
-
-    @block_validator(mode="before")
-    @classmethod
-    def _keys(cls, data: Any) -> Any:
-        return _known_keys(cls, cls.__pydantic_fields__, data)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -241,7 +241,12 @@ def _step_problem(low: float, high: float, step: float) -> str | None:
     )
 
 
-class IntSpec(Spec):
+class RangeSpec(Spec):
+    def written_values(self) -> list[tuple[tuple[str | int, ...], Any]]:
+        return [(("low",), self.low), (("high",), self.high)]
+
+
+class IntSpec(RangeSpec):
     type: Literal["int"]
     low: Integer = Field(description=_BOUND)
     high: Integer = Field(description=_BOUND)
@@ -267,11 +272,8 @@ class IntSpec(Spec):
             )
         return self
 
-    def written_values(self) -> list[tuple[tuple[str | int, ...], Any]]:
-        return [(("low",), self.low), (("high",), self.high)]
 
-
-class FloatSpec(Spec):
+class FloatSpec(RangeSpec):
     low: Number = Field(description=_BOUND)
     high: Number = Field(description=_BOUND)
 
@@ -280,9 +282,6 @@ class FloatSpec(Spec):
         if self.low >= self.high:
             fail_at(("high",), f"{self.high:g} is not above low={self.low:g}; swap them")
         return self
-
-    def written_values(self) -> list[tuple[tuple[str | int, ...], Any]]:
-        return [(("low",), self.low), (("high",), self.high)]
 
 
 class UniformSpec(FloatSpec):
