@@ -96,6 +96,7 @@ BAD_FILES = {
     "int_step_not_dividing.yaml": ("params.model.attention.layers.step", "quietly lower high"),
     "float_step_not_dividing.yaml": ("params.augment.mixup_alpha.step", "lower high to 0.9"),
     "int_range_too_wide.yaml": ("params.model.attention.ff_dim.high", "1000000 values"),
+    "too_many_values_in_all.yaml": ("params", "hold 30000 values to check"),
     "condition_on_later_param.yaml": ("when.model.attention.enabled", "listed above"),
     "when_on_range_param.yaml": ("when.model.attention.layers", "only test a 'choice'"),
     "when_value_not_a_choice.yaml": ("when.model.attention.enabled", "'maybe' is not among"),
@@ -378,3 +379,11 @@ def test_trial_overrides_match_build_config():
     config = space.trial_config(chosen)
     assert config == build_config(space.preset, space.trial_overrides(chosen))
     assert config.data.limit_tracks == 24
+
+
+def test_the_documented_example_loads(tmp_path):
+    doc = (REPO / "docs" / "tune.md").read_text()
+    section = doc[doc.index("## Search space files") :]
+    example = section[section.index("```yaml") + len("```yaml") : section.index("```\n\n-")]
+    path = _write(tmp_path, example)
+    assert {load_space(path, budget).budget for budget in ("full", "quick")} == {"full", "quick"}

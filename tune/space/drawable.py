@@ -14,9 +14,10 @@ the epoch budget and the parameters whose addition breaks the config.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from moodtheme.config import ConfigError, build_config
+from moodtheme.config import Config, ConfigError, build_config
 from tune.space.errors import Loc, shortened, shown, space_error
 from tune.space.params import Param
 
@@ -25,7 +26,23 @@ if TYPE_CHECKING:
 
 # Reported every epoch, but not a measure of the model: no search metric.
 NOT_SCORES = ("lr", "epoch_seconds")
-_FIRST = "first"  # the point where every parameter has its first value
+
+
+@dataclass(frozen=True)
+class _Point:
+    """Values a trial can draw, and how they were reached: every parameter at its first
+    value, one parameter (``varied``) at ``value`` and the others at their first, or a
+    combination of corners."""
+
+    chosen: dict[str, Any]
+    varied: Param | None = None
+    value: Any = None
+    combination: bool = False
+
+    def __str__(self) -> str:
+        if self.varied is not None:
+            return f"{self.varied.key}={shown(self.value)}"
+        return ", ".join(f"{k}={shown(v)}" for k, v in self.chosen.items()) or "no parameters"
 
 
 def check(space: SearchSpace) -> None:
@@ -34,16 +51,15 @@ def check(space: SearchSpace) -> None:
     _no_key_set_twice(space)
     points = list(_points(space))
     fixed = space.fixed_values()
-    for chosen, _ in points:
-        _check_derived(space, fixed, chosen)
-    heads: dict[tuple[str, ...], tuple[dict[str, Any], Any]] = {}
-    for chosen, varied in points:
-        config = _build(space, chosen, varied)
-        heads.setdefault(config.model.head_names(), (chosen, varied))
-    _check_metric(space, heads)
+    for point in points:
+        _check_derived(space, fixed, point.chosen)
+    by_heads: dict[tuple[str, ...], _Point] = {}
+    for point in points:
+        by_heads.setdefault(_build(space, point).model.head_names(), point)
+    _check_metric(space, by_heads)
 
 
-def _fail(space: SearchSpace, loc: Loc, problem: str) -> None:
+def _fail(space: SearchSpace, loc: Loc, problem: str) -> NoReturn:
     prefix = ("budgets", space.budget) if space.budget != "full" else ()
     raise space_error(space.source, (*prefix, *loc), problem)
 
@@ -61,31 +77,28 @@ def _no_key_set_twice(space: SearchSpace) -> None:
 # ----------------------------------------------------------------------------- points
 
 
-def _points(space: SearchSpace) -> Iterator[tuple[dict[str, Any], Any]]:
-    """(the sampled values, what was varied to reach them), each distinct point once."""
+def _points(space: SearchSpace) -> Iterator[_Point]:
+    """The points to check, each distinct one once."""
     seen: set[tuple[Any, ...]] = set()
 
-    def fresh(chosen: dict[str, Any]) -> bool:
-        marker = tuple((k, type(v), v) for k, v in chosen.items())
+    def fresh(point: _Point) -> bool:
+        marker = tuple((k, type(v), v) for k, v in point.chosen.items())
         if marker in seen:
             return False
         seen.add(marker)
         return True
 
-    first = space.realize({})
-    if fresh(first):
-        yield first, _FIRST
+    candidates = [_Point(space.realize({}))]
     for param in space.params:
         context = _activating(space, param)
         if param.key not in space.realize(context):
             _fail(space, ("params", param.key, "when"), "no trial can meet these conditions")
-        for value in param.drawable():
-            chosen = space.realize({**context, param.key: value})
-            if fresh(chosen):
-                yield chosen, (param, value)
-    for chosen in space.corner_combinations():
-        if fresh(chosen):
-            yield chosen, chosen
+        candidates += [
+            _Point(space.realize({**context, param.key: value}), param, value)
+            for value in param.drawable()
+        ]
+    yield from filter(fresh, candidates)
+    yield from filter(fresh, (_Point(c, combination=True) for c in space.corner_combinations()))
 
 
 def _activating(space: SearchSpace, param: Param) -> dict[str, Any]:
@@ -101,10 +114,6 @@ def _activating(space: SearchSpace, param: Param) -> dict[str, Any]:
     return wanted
 
 
-def _shown_point(chosen: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={shown(v)}" for k, v in chosen.items()) or "no parameters"
-
-
 # ----------------------------------------------------------------------------- checks
 
 
@@ -116,42 +125,40 @@ def _check_derived(space: SearchSpace, fixed: Mapping[str, Any], chosen: Mapping
             _fail(
                 space,
                 ("derived", d.key),
-                f"{d.divide}={shown(top)} and {d.by}="
-                f"{shown(bottom)} must be integers; divide integer keys",
+                f"{d.divide}={shown(top)} and {d.by}={shown(bottom)} must be integers; "
+                "divide integer keys",
             )
         if bottom <= 0 or top % bottom:
             _fail(
                 space,
                 ("derived", d.key),
-                f"{d.divide}={top} is not divisible by "
-                f"{d.by}={bottom}; choose values of {d.by} that divide {top}",
+                f"{d.divide}={top} is not divisible by {d.by}={bottom}; choose values of "
+                f"{d.by} that divide {top}",
             )
 
 
-def _build(space: SearchSpace, chosen: dict[str, Any], varied: Any) -> Any:
+def _build(space: SearchSpace, point: _Point) -> Config:
     try:
-        return space.trial_config(chosen)
+        return space.trial_config(point.chosen)
     except ConfigError as err:
         text = _config_text(err)
-    if varied == _FIRST:
-        loc, problem = _first_breaking_step(space, chosen)
-        _fail(space, loc, problem)
-    if isinstance(varied, tuple):
-        param, value = varied
+    if point.varied is not None:
         _fail(
             space,
-            ("params", param.key),
-            f"the value {shown(value)} gives an invalid "
-            f"config ({text}); narrow the parameter's range",
+            ("params", point.varied.key),
+            f"the value {shown(point.value)} gives an invalid config ({text}); narrow the "
+            "parameter's range",
         )
-    first = space.realize({})
-    last = [k for k, v in chosen.items() if first.get(k) != v] or list(chosen)
-    _fail(
-        space,
-        ("params", last[-1]),
-        f"the combination {_shown_point(chosen)} gives an "
-        f"invalid config ({text}), though each value does alone; narrow one of them",
-    )
+    if point.combination:
+        first = space.realize({})
+        changed = [k for k, v in point.chosen.items() if first.get(k) != v] or list(point.chosen)
+        _fail(
+            space,
+            ("params", changed[-1]),
+            f"the combination {point} gives an invalid config ({text}), though each value "
+            "does alone; narrow one of them",
+        )
+    _fail(space, *_first_breaking_step(space, point.chosen))
 
 
 def _config_text(err: ConfigError) -> str:
@@ -171,7 +178,7 @@ def _first_breaking_step(space: SearchSpace, chosen: Mapping[str, Any]) -> tuple
         applied[key] = value
         try:
             derived = space.derive({k: v for k, v in applied.items() if k in chosen})
-        except (ArithmeticError, TypeError, ValueError):  # checked at full points only
+        except (ArithmeticError, TypeError, ValueError):  # checked at whole points only
             derived = {}
         try:
             build_config(space.preset, {**applied, **derived})
@@ -194,36 +201,30 @@ def _step_problem(space: SearchSpace, loc: Loc, value: Any, text: str) -> str:
     return f"{text}; change this override (it is applied to the '{space.preset}' preset)"
 
 
-def _check_metric(space: SearchSpace, heads: Mapping[tuple[str, ...], tuple[dict, Any]]) -> None:
+def _check_metric(space: SearchSpace, by_heads: Mapping[tuple[str, ...], _Point]) -> None:
     # The trainer's module owns the metric names; it imports torch, so only a space that
     # passed every other check pays for that import.
     from moodtheme.inference import epoch_metric_names
 
     reported = {
-        names: [m for m in epoch_metric_names(names) if m not in NOT_SCORES] for names in heads
+        heads: [m for m in epoch_metric_names(heads) if m not in NOT_SCORES] for heads in by_heads
     }
     everywhere = [
-        m for m in next(iter(reported.values())) if all(m in r for r in reported.values())
+        m for m in reported[next(iter(reported))] if all(m in r for r in reported.values())
     ]
-    for names, (chosen, varied) in heads.items():
-        if space.metric in reported[names]:
-            continue
-        if not any(space.metric in r for r in reported.values()):
-            _fail(
-                space,
-                ("metric",),
-                f"{shown(space.metric)} is not a metric the trainer "
-                f"reports for this space's models; use one of {', '.join(everywhere)}",
-            )
-        where = (
-            f"{varied[0].key}={shown(varied[1])}"
-            if isinstance(varied, tuple)
-            else (_shown_point(chosen))
-        )
+    if not any(space.metric in r for r in reported.values()):
         _fail(
             space,
             ("metric",),
-            f"{shown(space.metric)} is not reported by trials with "
-            f"{where} (a model with heads {', '.join(names)}); use a metric every trial "
-            f"reports: {', '.join(everywhere)}",
+            f"{shown(space.metric)} is not a metric the trainer reports for this space's "
+            f"models; use one of {', '.join(everywhere)}",
         )
+    for heads, point in by_heads.items():
+        if space.metric not in reported[heads]:
+            _fail(
+                space,
+                ("metric",),
+                f"{shown(space.metric)} is not reported by trials with {point} (a model with "
+                f"heads {', '.join(heads)}); use a metric every trial reports: "
+                f"{', '.join(everywhere)}",
+            )

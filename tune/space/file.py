@@ -22,6 +22,7 @@ from tune.space.fields import (
     value_types,
 )
 from tune.space.schema import (
+    MAX_CHECKED_VALUES,
     MAX_CONCURRENT,
     MAX_NOISE_SEEDS,
     MAX_SAMPLES,
@@ -99,6 +100,12 @@ class SpaceFile(Block):
     def _params(cls, params: dict[str, Spec]) -> dict[str, Spec]:
         if not params:
             raise problem("expected a mapping of config keys to distributions, with one at least")
+        total = sum(spec.value_count() for spec in params.values())
+        if total > MAX_CHECKED_VALUES:
+            raise problem(
+                f"the parameters hold {total} values to check; narrow the int ranges to hold "
+                f"at most {MAX_CHECKED_VALUES} in all"
+            )
         _conditions_name_earlier_choices(params)
         _values_fit_their_keys(params)
         return params

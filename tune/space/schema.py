@@ -46,8 +46,10 @@ MAX_REDUCTION_FACTOR = 100
 MAX_RUNGS = 32
 MAX_SEED = 2**32 - 1  # numpy's seed range, and so Optuna's
 MAX_CHOICES = 1000
-# Every integer of an int range is checked against the config; a wider range is refused.
+# Every integer of an int range is checked against the config: wider ranges, and more values
+# in all, are refused (a check takes well under a millisecond a value).
 MAX_INT_VALUES = 10_000
+MAX_CHECKED_VALUES = 20_000
 _BLOCK = ConfigDict(extra="forbid", frozen=True)
 _DATACLASS = ConfigDict(extra="forbid")  # frozen by the decorator
 
@@ -197,6 +199,10 @@ class Spec(Block):
         """The values written in the file that a trial can draw, with where they are."""
         raise NotImplementedError
 
+    def value_count(self) -> int:
+        """How many values a trial can draw, as the loader checks them."""
+        return len(self.written_values())
+
 
 class ChoiceSpec(Spec):
     type: Literal["choice"]
@@ -263,14 +269,16 @@ class IntSpec(RangeSpec):
             fail_at(("step",), "a log-scaled int takes no step; remove step")
         if self.step and (why := _step_problem(self.low, self.high, self.step)):
             fail_at(("step",), why)
-        count = (self.high - self.low) // (self.step or 1) + 1
-        if count > MAX_INT_VALUES:
+        if (count := self.value_count()) > MAX_INT_VALUES:
             fail_at(
                 ("high",),
                 f"the range holds {count} values and each is checked; narrow "
                 f"it or add a step (at most {MAX_INT_VALUES})",
             )
         return self
+
+    def value_count(self) -> int:
+        return (self.high - self.low) // (self.step or 1) + 1
 
 
 class FloatSpec(RangeSpec):
