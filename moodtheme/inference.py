@@ -1,15 +1,13 @@
 """Predicting a split and scoring it: the per-epoch validation metrics, and the kept model's
 final predictions, thresholds and official scores (shared by `train` and `predict`).
 
-Metric names are made here and nowhere else: ``val_roc_auc_macro`` for the combined
-prediction, ``val_attention_pr_auc_macro`` for one head of a model with several,
-``test_long_range_pr_auc_macro`` for a planted tag group of the synthetic data.
+Metric names come from `moodtheme.metrics`, which needs no torch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from moodtheme.evaluate import (
     group_metrics,
     optimal_thresholds,
 )
+from moodtheme.metrics import SPLIT_PREFIX, metric_name
 from moodtheme.models import predict_proba
 from moodtheme.rundir import (
     EVAL_SPLITS,
@@ -36,33 +35,6 @@ from moodtheme.rundir import (
     load_weights,
     predictions_file,
 )
-
-QUANTITIES = ("loss", "roc_auc_macro", "pr_auc_macro")
-# Wall-clock metrics of an epoch: the training loop alone (loading, mixing, steps), and that
-# plus validation. They differ between otherwise identical runs (a resumed one, say).
-TIMING_METRICS = ("train_seconds", "epoch_seconds")
-SPLIT_PREFIX = {"validation": "val", "test": "test"}
-
-
-def metric_name(prefix: str, quantity: str, head: str | None = None) -> str:
-    """("val", "roc_auc_macro", "attention") -> "val_attention_roc_auc_macro"."""
-    return f"{prefix}_{head}_{quantity}" if head else f"{prefix}_{quantity}"
-
-
-def epoch_metric_names(head_names: Sequence[str]) -> list[str]:
-    """Every metric `fit` reports each epoch for a model with these heads."""
-    names = ["train_loss", *(metric_name("val", q) for q in QUANTITIES)]
-    if len(head_names) > 1:
-        names += [metric_name("val", q, h) for h in head_names for q in QUANTITIES]
-    return [*names, "lr", *TIMING_METRICS]
-
-
-def monitored_metric(config: Config) -> str:
-    """The per-epoch metric that picks the kept model, e.g. ``val_attention_roc_auc_macro``."""
-    es = config.early_stopping
-    quantity = "loss" if es.monitor == "val_loss" else es.monitor
-    several = len(config.model.head_names()) > 1
-    return metric_name("val", quantity, es.head if es.head != "combined" and several else None)
 
 
 def metric_key(prefix: str, official: str) -> str:

@@ -36,12 +36,12 @@ from moodtheme.errors import TrainingError
 from moodtheme.inference import (
     final_predictions,
     monitored_logits,
-    monitored_metric,
     per_tag_loss,
     planted_columns,
     run_inference,
     split_metrics,
 )
+from moodtheme.metrics import monitored_metric
 from moodtheme.models import build_model, combined_loss, init_output_bias
 from moodtheme.progress import RunLog
 from moodtheme.rundir import (

@@ -10,7 +10,7 @@ import moodtheme.train as train
 from moodtheme.config import ConfigError, build_config
 from moodtheme.data.loaders import load_tables, make_datasets, resolve_data_root
 from moodtheme.data.melspec import make_loader
-from moodtheme.inference import TIMING_METRICS, monitored_metric
+from moodtheme.metrics import TIMING_METRICS, monitored_metric
 from moodtheme.predict import predict_run
 
 TINY = {"data.limit_tracks": 48, "optim.batch_size": 8, "run.progress": False}

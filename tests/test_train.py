@@ -17,12 +17,12 @@ from moodtheme.data.loaders import TrainingData, load_tables
 from moodtheme.device import Placement
 from moodtheme.errors import TrainingError
 from moodtheme.inference import (
-    TIMING_METRICS,
     per_tag_loss,
     planted_columns,
     probabilities,
     run_inference,
 )
+from moodtheme.metrics import TIMING_METRICS
 from moodtheme.models import build_model
 
 # A tiny slice of the synthetic set keeps each run to seconds on two cores.

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from tune.space.search_space import SearchSpace
 
 # Reported every epoch, but not a measure of the model: no search metric.
-NOT_SCORES = ("lr", "epoch_seconds")
 
 
 @dataclass(frozen=True)
@@ -202,12 +201,11 @@ def _step_problem(space: SearchSpace, loc: Loc, value: Any, text: str) -> str:
 
 
 def _check_metric(space: SearchSpace, by_heads: Mapping[tuple[str, ...], _Point]) -> None:
-    # The trainer's module owns the metric names; it imports torch, so only a space that
-    # passed every other check pays for that import.
-    from moodtheme.inference import epoch_metric_names
+    from moodtheme.metrics import TIMING_METRICS, epoch_metric_names
 
+    not_scores = ("lr", *TIMING_METRICS)
     reported = {
-        heads: [m for m in epoch_metric_names(heads) if m not in NOT_SCORES] for heads in by_heads
+        heads: [m for m in epoch_metric_names(heads) if m not in not_scores] for heads in by_heads
     }
     everywhere = [
         m for m in reported[next(iter(reported))] if all(m in r for r in reported.values())
