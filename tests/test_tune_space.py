@@ -316,7 +316,7 @@ def test_bundled_spaces_load_at_every_budget(name, budget):
 def test_quick_budget_scales_the_space_down():
     full = load_space(SPACES / "attn.yaml")
     quick = load_space(SPACES / "attn.yaml", "quick")
-    assert (full.asha.max_t, quick.asha.max_t) == (120, 8)
+    assert (full.asha.max_t, quick.asha.max_t) == (120, 10)
     assert quick.preset == "quick" and quick.resources.gpu == 0
     switch = next(p for p in quick.params if p.key == "optim.switch_epoch")
     assert switch.high <= quick.asha.max_t
@@ -354,7 +354,7 @@ def test_suggestions_respect_the_space_and_build_valid_configs():
         assert params["model.attention.heads"] in (1, 2, 4, 8)
         assert 1 <= params["model.attention.layers"] <= 4
         assert 0.0 <= params["augment.mixup_alpha"] <= 2.0
-        assert 4 <= params["optim.switch_epoch"] <= 8
+        assert 8 <= params["optim.switch_epoch"] <= 10
         # segment count at a fixed total input length
         config = space.trial_config(params)
         frames = config.data.input_frames
