@@ -17,11 +17,17 @@ from typing import Any
 
 from ablations.effects import FAILED, OK, UNFINISHED, TrialResult
 from ablations.seeding import RoundOutcome
-from ablations.suite import Plan, config_key
+from ablations.suite import Plan
 from moodtheme.config import build_config
 from moodtheme.rundir import FINAL_METRICS_FILE, predictions_file
-from tune.ray_adapter import TrialRecord, can_resume, fetch_checkpoint
-from tune.search import RunOptions, TrialSpec, run_trials
+from tune.search import (
+    RunOptions,
+    TrialRecord,
+    TrialSpec,
+    experiment_exists,
+    run_trials,
+    trial_outputs,
+)
 from tune.space import Resources
 
 METRIC = "val_pr_auc_macro"  # what Tune tracks per trial; the suite reads test metrics
@@ -39,28 +45,30 @@ def round_name(name: str, index: int) -> str:
 def trial_specs(
     plan: Plan, trials: Sequence[tuple[str, int]], preset: str, fixed: Mapping[str, Any]
 ) -> list[TrialSpec]:
-    """One TrialSpec per (arm, seed): the dotted keys where the arm differs from ``preset``
-    with the ``fixed`` overrides, so each trial's overrides show what makes it that arm."""
+    """One TrialSpec per (arm, seed): the dotted keys where the arm's config differs from
+    ``preset`` with the ``fixed`` overrides, and its seed. `tune.search.run_trials` validates
+    each spec once, on the driver, before any trial starts."""
     base = build_config(preset, dict(fixed)).flat()
-    specs = []
-    for arm, seed in trials:
-        config = plan.trial_config(arm, seed)
-        diff = {k: v for k, v in config.flat().items() if base.get(k) != v}
-        rebuilt = build_config(preset, {**fixed, **diff})
-        assert config_key(rebuilt) == config_key(config)
-        assert rebuilt.run.seed == plan.run_seed(arm, seed)
-        specs.append(
-            TrialSpec(
-                trial_name(arm, seed),
-                diff,
-                tags={
-                    "ablation_arm": arm,
-                    "ablation_seed": str(seed),
-                    "ablation_roles": " ".join(plan.arms[arm].roles),
-                },
-            )
+    differences = {
+        arm: {k: v for k, v in plan.arms[arm].config.flat().items() if base.get(k) != v}
+        for arm in dict.fromkeys(arm for arm, _ in trials)
+    }
+    return [
+        TrialSpec(
+            trial_name(arm, seed),
+            {**differences[arm], **_seed(plan.run_seed(arm, seed), base)},
+            tags={
+                "ablation_arm": arm,
+                "ablation_seed": str(seed),
+                "ablation_roles": " ".join(plan.arms[arm].roles),
+            },
         )
-    return specs
+        for arm, seed in trials
+    ]
+
+
+def _seed(run_seed: int, base: Mapping[str, Any]) -> dict[str, int]:
+    return {} if base.get("run.seed") == run_seed else {"run.seed": run_seed}
 
 
 def collect(records: Sequence[TrialRecord], plan: Plan, outputs: Path) -> list[TrialResult]:
@@ -72,7 +80,7 @@ def collect(records: Sequence[TrialRecord], plan: Plan, outputs: Path) -> list[T
             continue
         arm, seed = by_name[record.name]
         if record.state == "completed" and record.checkpoint:
-            run_dir = fetch_checkpoint(record.checkpoint, outputs / record.name)
+            run_dir = trial_outputs(record, outputs / record.name)
             metrics_file = run_dir / FINAL_METRICS_FILE
             if (run_dir / predictions_file("test")).is_file() and metrics_file.is_file():
                 metrics = json.loads(metrics_file.read_text())
@@ -108,7 +116,7 @@ def tune_round(
     (Ray queues what does not fit). With ``options.resume`` a round that was started is
     resumed: its finished trials are not trained again."""
     name = round_name(options.name or "", index)
-    resume = options.resume and can_resume(f"{options.storage.rstrip('/')}/{name}")
+    resume = options.resume and experiment_exists(f"{options.storage.rstrip('/')}/{name}")
     outcome = run_trials(
         trial_specs(plan, new, preset, fixed),
         preset=preset,

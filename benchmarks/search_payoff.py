@@ -90,7 +90,7 @@ def train_grid(out: Path, noise_seeds: int, extra: dict[str, Any]) -> None:
         )
     rows = []
     for record in outcome.records:
-        overrides = record.config["trial"]["overrides"]
+        overrides = record.spec.overrides
         curve = record.history.dropna(subset=[METRIC]).groupby("epoch")[METRIC].last()
         rows.append(
             {
@@ -161,7 +161,7 @@ def replay(grid: dict[str, Any], method: str, seed: int, budget: int, tmp: str) 
     records.sort(key=lambda r: r.trial_id)  # one at a time: creation order is run order
     return [
         {
-            "params": {k: r.config[k] for k in GRID},
+            "params": {k: r.spec.overrides[k] for k in GRID},
             "epochs": int(r.last.get("epoch", 0)),
             "completed": r.state == "completed",
             "score": float(r.last.get(METRIC, math.nan)),

@@ -11,6 +11,7 @@ import pytest
 from tune import ray_adapter
 from tune.preflight import PreflightError, check_resources, check_storage
 from tune.ray_adapter import ClusterError, FeasibilityWatchdog, TrialRecord, fits_somewhere
+from tune.spec import TrialSpec
 from tune.summary import top_k_text, trial_table, write_summary
 
 
@@ -61,7 +62,8 @@ def test_storage_preflight(tmp_path):
 def _record(trial_id, state, curve, params, final=None):
     history = pd.DataFrame({"epoch": range(1, len(curve) + 1), "val_pr_auc_macro": curve})
     last = {"epoch": len(curve), "val_pr_auc_macro": curve[-1], **(final or {})}
-    return TrialRecord(trial_id, f"t_{trial_id}", state, params, last, history, None, None, "")
+    spec = TrialSpec("", params)
+    return TrialRecord(trial_id, f"t_{trial_id}", state, spec, last, history, None, None, "")
 
 
 @pytest.fixture()

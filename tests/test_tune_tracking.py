@@ -10,6 +10,7 @@ import pytest
 
 from tune.ray_adapter import TrialRecord
 from tune.search import reconcile_children
+from tune.spec import TrialSpec
 from tune.tracking import STATE_TAG, Tracker, TrackingError, resolve_uri
 
 
@@ -29,7 +30,7 @@ def _record(trial_id: str, state: str) -> TrialRecord:
         trial_id=trial_id,
         name=f"trial_{trial_id}",
         state=state,
-        config={"optim.lr": 0.01},
+        spec=TrialSpec("", {"optim.lr": 0.01}),
         last={},
         history=pd.DataFrame(),
         checkpoint=None,

@@ -33,6 +33,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from tune.spec import WRAPPER, TrialSpec, spec_of
 from tune.tracking import Tracker
 
 # Trial result fields that are bookkeeping, not metrics.
@@ -207,7 +208,7 @@ class TuneJob:
     mode: str
     max_concurrent_trials: int
     optuna: OptunaPlan | None = None
-    grid: Sequence[Mapping[str, Any]] | None = None
+    grid: Sequence[TrialSpec] | None = None
     asha: AshaPlan | None = None
     max_failures: int = 3
     keep_checkpoints: int = 2
@@ -229,7 +230,7 @@ class TrialRecord:
     trial_id: str
     name: str
     state: str  # completed, stopped_early or errored
-    config: dict[str, Any]
+    spec: TrialSpec  # its overrides (and, in a fixed list, its name and tags)
     last: dict[str, Any]
     history: pd.DataFrame
     checkpoint: str | None
@@ -270,7 +271,7 @@ def run_job(job: TuneJob, resume: bool = False) -> tuple[list[TrialRecord], bool
 
 def _param_space(job: TuneJob) -> dict[str, Any]:
     if job.grid is not None:
-        return {"trial": tune.grid_search([dict(t) for t in job.grid])}
+        return {WRAPPER: tune.grid_search([t.to_tune() for t in job.grid])}
     return {}
 
 
@@ -320,9 +321,9 @@ def _tune_config(job: TuneJob) -> tune.TuneConfig:
 
 
 def _trial_name(trial: Any) -> str:
-    spec = trial.config.get("trial") if isinstance(trial.config, Mapping) else None
-    if isinstance(spec, Mapping) and "name" in spec:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(spec["name"]))
+    name = spec_of(trial.config).name if isinstance(trial.config, Mapping) else ""
+    if name:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         return f"{safe}_{trial.trial_id}"
     return f"trial_{trial.trial_id}"
 
@@ -358,12 +359,8 @@ def _record(result: Any) -> TrialRecord:
     last = dict(result.metrics or {})
     config = dict(result.config or {})
     history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
-    spec = config.get("trial")
-    name = (
-        spec["name"]
-        if isinstance(spec, Mapping)
-        else str(last.get("trial_name") or Path(result.path).name)
-    )
+    spec = spec_of(config)
+    name = spec.name or str(last.get("trial_name") or Path(result.path).name)
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     if result.checkpoint is not None and not _is_local(result.checkpoint):
         checkpoint = f"{result.checkpoint.filesystem.type_name}://{result.checkpoint.path}"
@@ -372,7 +369,7 @@ def _record(result: Any) -> TrialRecord:
         trial_id=str(last.get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1]),
         name=name,
         state=trial_state(last, result.error),
-        config=config,
+        spec=spec,
         last=last,
         history=history,
         checkpoint=checkpoint,

@@ -19,11 +19,11 @@ max_concurrent_trials, options: RunOptions) -> Outcome``
 :class:`RunOptions` holds the run-level settings: ``name`` (results folder under
 ``storage`` and MLflow experiment), ``storage``, ``address``, ``resume``, ``mlflow_uri``,
 ``max_failures``, ``keep_checkpoints``, ``data``, local ``num_cpus``/``num_gpus``.
-:class:`Outcome` has ``records`` (one `ray_adapter.TrialRecord` per trial: ``state``,
+:class:`Outcome` has ``records`` (one `TrialRecord` per trial: ``state``, ``spec``,
 ``last`` metrics incl. the kept model's ``kept_*`` scores, ``checkpoint``), ``table`` (a DataFrame, best
 first), ``best``, ``path`` and ``parent_run_id``. A completed trial's checkpoint holds the
 run's outputs: ``{validation,test}_predictions.npy``, ``*_groundtruth.npy``,
-``final_metrics.json``, ``config.json`` (local copy: `ray_adapter.fetch_checkpoint`).
+``final_metrics.json``, ``config.json`` (local copy: :func:`trial_outputs`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from tune import preflight, ray_adapter
 from tune.ray_adapter import AshaPlan, ClusterError, OptunaPlan, TrialRecord, TuneJob
 from tune.seed_noise import SEED_KEY, SeedNoise, Separation, noise_trials, separation
 from tune.space import Resources, SearchSpace, SpaceError, load_space
+from tune.spec import TrialSpec
 from tune.summary import Summary, table_legend, top_k_text, write_summary
 from tune.tracking import Tracker, TrackingError
 from tune.trial import TrialContext, run_trial
@@ -76,15 +77,6 @@ class RunOptions:
     data_sample: int = preflight.DATA_SAMPLE
     verbose: int = 1
     extra_callbacks: list[Any] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One trial of a fixed list: a name, dotted config overrides, MLflow tags."""
-
-    name: str
-    overrides: Mapping[str, Any]
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,7 +175,7 @@ def _measure_seed_noise(
     best = outcome.best
     if best is None or best.state != "completed":
         return None
-    overrides = _flat_params(best)
+    overrides = dict(best.spec.overrides)
     name = f"{outcome.name}-seed-noise"
     storage = preflight.check_storage(options.storage)
     noise_options = replace(
@@ -242,6 +234,20 @@ def _record_seed_noise(outcome: Outcome) -> None:
         )
 
 
+def experiment_exists(path: str) -> bool:
+    """Whether a search or fixed list was started at ``path`` (a results folder or URI):
+    what ``options.resume`` would continue."""
+    return ray_adapter.can_resume(path)
+
+
+def trial_outputs(record: TrialRecord, dest: Path) -> Path:
+    """A local folder holding a completed trial's run outputs (``moodtheme.rundir``'s
+    ``RUN_OUTPUTS``), copied to ``dest`` when its checkpoint is remote."""
+    if record.checkpoint is None:
+        raise SearchError(f"trial {record.name} has no checkpoint")
+    return ray_adapter.fetch_checkpoint(record.checkpoint, dest)
+
+
 def run_trials(
     trials: Sequence[TrialSpec],
     *,
@@ -283,8 +289,7 @@ def run_trials(
         experiment=experiment,
         role="search" if experiment is None else "seed_noise",
     )
-    grid = [{"name": t.name, "overrides": dict(t.overrides), "tags": dict(t.tags)} for t in trials]
-    return _execute(plan, options, lambda exp_dir: {"grid": grid})
+    return _execute(plan, options, lambda exp_dir: {"grid": list(trials)})
 
 
 # ----------------------------------------------------------------------------- engine
@@ -475,7 +480,7 @@ def reconcile_children(tracker: Tracker, parent_id: str, records: Sequence[Trial
         runs = children.get(record.trial_id, [])
         if not runs:
             run_id = tracker.child_run(
-                parent_id, record.trial_id, record.name, _flat_params(record)
+                parent_id, record.trial_id, record.name, dict(record.spec.overrides)
             )
         else:
             run_id = runs[0].info.run_id
@@ -483,11 +488,6 @@ def reconcile_children(tracker: Tracker, parent_id: str, records: Sequence[Trial
             current = runs[0].data.tags.get("trial_state") if runs else None
             if current != record.state:
                 tracker.finish(run_id, record.state)
-
-
-def _flat_params(record: TrialRecord) -> dict[str, Any]:
-    spec = record.config.get("trial")
-    return dict(spec["overrides"]) if isinstance(spec, Mapping) else dict(record.config)
 
 
 def _study_url(exp_dir: str, name: str) -> str:
@@ -655,7 +655,7 @@ def _print_outcome(outcome: Outcome, args: argparse.Namespace, top_k: int) -> No
     best = outcome.best
     if best is not None:
         print(f"best trial {best.name} ({best.state}, {int(best.last.get('epoch', 0))} epochs)")
-        for key, value in _flat_params(best).items():
+        for key, value in dict(best.spec.overrides).items():
             print(f"  {key} = {value}")
     print(f"\ntop {min(top_k, len(outcome.table))} by {outcome.metric} (searched):")
     print(top_k_text(outcome.table, outcome.metric, top_k))

@@ -4,7 +4,7 @@ a plot of the learning curves beside the importances."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ def trial_table(records: Sequence[TrialRecord], metric: str, mode: str) -> pd.Da
             f"best_{metric}": (max if mode == "max" else min)(curve) if curve else math.nan,
         }
         row.update({k: v for k, v in r.last.items() if k.startswith(KEPT_PREFIX)})
-        row.update({f"param.{k}": v for k, v in _params(r.config).items()})
+        row.update({f"param.{k}": v for k, v in dict(r.spec.overrides).items()})
         row.update({k: r.last.get(k) for k in INFO_FIELDS if k in r.last})
         row["checkpoint"] = r.checkpoint
         row["error"] = r.error
@@ -58,13 +58,6 @@ def trial_table(records: Sequence[TrialRecord], metric: str, mode: str) -> pd.Da
         ["_rank", metric], ascending=[True, mode == "min"], na_position="last", kind="stable"
     )
     return ordered.drop(columns="_rank").reset_index(drop=True)
-
-
-def _params(config: Mapping[str, Any]) -> dict[str, Any]:
-    spec = config.get("trial")
-    if isinstance(spec, Mapping):
-        return dict(spec.get("overrides", {}))
-    return dict(config)
 
 
 def _curve(record: TrialRecord, metric: str) -> list[float]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tune import ray_adapter
+from tune.spec import spec_of
 from tune.tracking import Tracker
 
 TRIAL_FILE = "trial.json"
@@ -47,14 +48,6 @@ class TrialContext:
     parent_run_id: str | None = None
 
 
-def trial_overrides(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The Tune config of a trial is its dotted overrides, or ``{"trial": {...}}`` for a
-    fixed list (the ablation suite), whose ``overrides`` are the dotted overrides."""
-    if "trial" in config and isinstance(config["trial"], Mapping):
-        return dict(config["trial"]["overrides"])
-    return dict(config)
-
-
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """The Ray Tune function trainable. Raises on failure, so Ray retries or errors it."""
     from moodtheme.config import build_config
@@ -70,17 +63,16 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     restored = ray_adapter.restore_checkpoint(trial_dir / "restored")
     saved = read_trial_file(restored) if restored else {}
 
-    overrides = trial_overrides(config)
-    name = config["trial"]["name"] if "trial" in config else ray_adapter.trial_name()
+    spec = spec_of(config)
+    overrides, name = spec.overrides, spec.name or ray_adapter.trial_name()
     cfg = build_config(context.preset, {**context.fixed, **overrides})
     run_id = saved.get("mlflow_run_id")
     tracker = context.tracker if context.parent_run_id else None
     if tracker is not None and run_id:
         tracker.reopen(run_id)
     elif tracker is not None:
-        tags = dict(config["trial"].get("tags", {})) if "trial" in config else {}
         run_id = tracker.child_run(
-            context.parent_run_id, ray_adapter.trial_id(), name, cfg.flat(), tags
+            context.parent_run_id, ray_adapter.trial_id(), name, cfg.flat(), dict(spec.tags)
         )
 
     where = {
