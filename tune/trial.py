@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         "restored_from_epoch": int(saved.get("epoch", 0)),
         "trial_name": name,
     }
-    staging = trial_dir / "staging"
+    # Outside the trial folder: Ray syncs that folder while this one is being emptied.
+    staging = Path(tempfile.mkdtemp(prefix="moodtheme-stage-"))
     last: dict[str, Any] = {}
 
     def on_epoch(report: Any) -> None:
