@@ -41,7 +41,8 @@ from ablations.suite import (
 from ablations.trials import main_preset, tune_round
 from moodtheme.config import parse_overrides
 from moodtheme.data.jamendo import load_tags
-from tune.search import USER_ERRORS, RunOptions, add_cluster_arguments
+from tune.cli import USER_ERRORS, add_cluster_arguments, check_cluster_arguments
+from tune.search import RunOptions
 from tune.space import Resources
 from tune.tracking import Tracker, resolve_uri
 
@@ -379,6 +380,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not 0 < args.min_effect < 1:
             raise SuiteError(f"--min-effect {args.min_effect}: give a metric difference in (0, 1)")
+        if not 0 < args.cpus_per_trial <= 1024:
+            raise SuiteError(f"--cpus-per-trial {args.cpus_per_trial}: give a number in (0, 1024]")
+        gpus = args.gpus_per_trial
+        if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
+            raise SuiteError(
+                f"--gpus-per-trial {gpus}: give 0, a fraction below 1 or a whole number of GPUs"
+            )
+        check_cluster_arguments(args)
         settings = SuiteSettings(
             names=list(args.names),
             budget=budget,

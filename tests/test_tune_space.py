@@ -163,7 +163,7 @@ def test_missing_file_names_the_bundled_spaces(monkeypatch, tmp_path):
 
 
 def test_cli_reports_a_bad_space_without_traceback(capsys):
-    from tune.search import main
+    from tune.cli import main
 
     assert main(["--space", str(BAD / "empty_choice.yaml")]) == 2
     err = capsys.readouterr().err.strip()

@@ -98,3 +98,33 @@ def check_resources(
         f"{source}: a trial asks for {asked} but the Ray cluster has no such node "
         f"({describe_nodes(nodes)}); {fix}"
     )
+
+
+ADDRESS_PROBE_S = 3.0
+
+
+def check_address(address: str | None, timeout_s: float = ADDRESS_PROBE_S) -> None:
+    """Refuse, in seconds, an ``--address`` Ray could only fail on after minutes: it must be
+    ``auto`` or ``host:port`` of a head that accepts a TCP connection."""
+    if address is None or address == "auto":
+        return
+    import socket
+
+    if "://" in address:
+        raise PreflightError(
+            f"--address {address}: give the head's host:port (the GCS port of ray start "
+            "--head, 6379 by default) or auto, not a URL"
+        )
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PreflightError(
+            f"--address {address}: expected host:port, e.g. 10.0.0.5:6379, or auto"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise PreflightError(
+            f"--address {address}: no Ray head answers there ({err.strerror or err}); start it "
+            "with ray start --head, or drop --address to run locally"
+        ) from None

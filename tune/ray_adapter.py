@@ -21,6 +21,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,10 @@ INFO_FIELDS = (
 )
 # Set in a trial's last report once `fit` has returned: the trial trained to the end.
 FIT_FINISHED = "fit_finished"
+# A trial's last report when it failed in a way a retry would repeat (a bad config, a NaN
+# loss, a missing metric, device or weights): its one-line reason. Such a trial ends errored
+# at once instead of costing max_failures retries.
+TRIAL_ERROR = "trial_error"
 
 
 class ClusterError(RuntimeError):
@@ -126,16 +132,49 @@ def report(metrics: Mapping[str, Any], checkpoint_dir: Path | None = None) -> No
     tune.report(dict(metrics), checkpoint=checkpoint)
 
 
-def restore_checkpoint(dest: Path) -> Path | None:
-    """Copy the trial's latest Tune checkpoint (a retry or a resume) to ``dest``; None on a
-    fresh start."""
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
+def restore_checkpoint(dest: Path, usable: Callable[[Path], bool] = lambda _: True) -> Path | None:
+    """Copy the trial's newest Tune checkpoint that ``usable`` accepts (a retry or a resume)
+    to ``dest``: the latest first, then the older ones Tune kept, so a checkpoint damaged in
+    the crash that caused the retry is passed over. None on a fresh start, or when none is
+    usable."""
+    latest = tune.get_checkpoint()
+    if latest is None:
         return None
+    for checkpoint in [latest, *_older_checkpoints(latest)]:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            checkpoint.to_directory(str(dest))
+        except Exception:  # noqa: BLE001 - an unreadable copy is as unusable as a bad file
+            continue
+        if usable(dest):
+            return dest
+        logging.getLogger(__name__).warning(
+            "checkpoint %s is damaged; trying an older one", checkpoint.path
+        )
     shutil.rmtree(dest, ignore_errors=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.to_directory(str(dest))
-    return dest
+    return None
+
+
+def _older_checkpoints(latest: Any) -> list[Any]:
+    """The trial's other kept checkpoints (``checkpoint_NNNNNN`` beside the latest), newest
+    first."""
+    import pyarrow.fs
+
+    parent = str(Path(latest.path).parent)
+    try:
+        infos = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    except OSError:
+        return []
+    names = sorted(
+        (
+            i.path
+            for i in infos
+            if Path(i.path).name.startswith("checkpoint_") and i.path != latest.path
+        ),
+        reverse=True,
+    )
+    return [tune.Checkpoint(p, filesystem=latest.filesystem) for p in names]
 
 
 def quiet_trial_logs() -> None:
@@ -243,7 +282,9 @@ def can_resume(experiment_path: str) -> bool:
     return tune.Tuner.can_restore(experiment_path)
 
 
-def run_job(job: TuneJob, resume: bool = False) -> tuple[list[TrialRecord], bool]:
+def run_job(
+    job: TuneJob, resume: bool = False, retry_errored: bool = False
+) -> tuple[list[TrialRecord], bool]:
     """Run (or resume) the job to the end. Returns the trials and whether it was interrupted
     (Ctrl-C): Tune then saves its state, and ``resume=True`` carries on."""
     trainable = tune.with_resources(
@@ -251,7 +292,7 @@ def run_job(job: TuneJob, resume: bool = False) -> tuple[list[TrialRecord], bool
     )
     if resume:
         tuner = tune.Tuner.restore(
-            job.path, trainable=trainable, resume_unfinished=True, resume_errored=False
+            job.path, trainable=trainable, resume_unfinished=True, resume_errored=retry_errored
         )
     else:
         tuner = tune.Tuner(
@@ -263,10 +304,21 @@ def run_job(job: TuneJob, resume: bool = False) -> tuple[list[TrialRecord], bool
     # Keeping a few checkpoints per trial forces frequent experiment snapshots; that is the
     # intended trade-off, not a problem to warn about at every epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A deterministic failure's last report holds its reason, not the metric.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    _stop_on_sigterm()
     grid = tuner.fit()
     records = [_record(result) for result in grid]
     interrupted = any(r.state == "unfinished" for r in records)
     return records, interrupted
+
+
+def _stop_on_sigterm() -> None:
+    """A scheduler's SIGTERM stops the search as Ctrl-C does (Tune saves its state and the
+    command prints how to resume). ray.init installs a handler that aborts the process, so
+    this one goes in after it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 def _param_space(job: TuneJob) -> dict[str, Any]:
@@ -346,7 +398,7 @@ def _run_config(job: TuneJob) -> tune.RunConfig:
 def trial_state(last: Mapping[str, Any], error: Any) -> str:
     """completed (trained to the end), stopped_early (by ASHA), errored, or unfinished (the
     search was interrupted before the trial ended)."""
-    if error is not None:
+    if error is not None or last.get(TRIAL_ERROR):
         return "errored"
     if last.get(FIT_FINISHED):
         return "completed"
@@ -364,7 +416,7 @@ def _record(result: Any) -> TrialRecord:
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     if result.checkpoint is not None and not _is_local(result.checkpoint):
         checkpoint = f"{result.checkpoint.filesystem.type_name}://{result.checkpoint.path}"
-    error = None if result.error is None else _first_line(result.error)
+    error = last.get(TRIAL_ERROR) or (None if result.error is None else _first_line(result.error))
     return TrialRecord(
         trial_id=str(last.get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1]),
         name=name,
@@ -419,6 +471,7 @@ class EpochOptunaSearch(OptunaSearch):
     ) -> None:
         if result:
             self._report_epoch(trial_id, result)
+        error = error or bool(result and result.get(TRIAL_ERROR))
         pruned = bool(result) and not error and not result.get(FIT_FINISHED)
         if not pruned or trial_id in self._completed_trials or trial_id not in self._ot_trials:
             super().on_trial_complete(trial_id, result, error)
@@ -459,8 +512,11 @@ class TrialStateCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
         if run_id:
-            state = trial_state(trial.last_result or {"done": True}, None)
-            self.tracker.finish(run_id, "completed" if state == "completed" else "stopped_early")
+            last = trial.last_result or {"done": True}
+            state = trial_state(last, None)
+            if last.get(TRIAL_ERROR):
+                self.tracker.set_tags(run_id, {TRIAL_ERROR: last[TRIAL_ERROR]})
+            self.tracker.finish(run_id, state if state != "unfinished" else "stopped_early")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)

@@ -28,11 +28,9 @@ run's outputs: ``{validation,test}_predictions.npy``, ``*_groundtruth.npy``,
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -43,17 +41,23 @@ from typing import Any
 
 import pandas as pd
 
-from moodtheme.config import ConfigError, build_config, parse_overrides
+from moodtheme.config import ConfigError, build_config
 from tune import preflight, ray_adapter
-from tune.ray_adapter import AshaPlan, ClusterError, OptunaPlan, TrialRecord, TuneJob
+from tune.manifest import (
+    ManifestError,
+    differences,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+)
+from tune.ray_adapter import AshaPlan, OptunaPlan, TrialRecord, TuneJob
 from tune.seed_noise import SEED_KEY, SeedNoise, Separation, noise_trials, separation
-from tune.space import Resources, SearchSpace, SpaceError, load_space
+from tune.space import Resources, SearchSpace
 from tune.spec import TrialSpec
-from tune.summary import Summary, table_legend, top_k_text, write_summary
-from tune.tracking import Tracker, TrackingError
+from tune.summary import Summary, write_summary
+from tune.tracking import Tracker
 from tune.trial import TrialContext, run_trial
 
-MANIFEST = "search.json"
 STUDY_DB = "optuna.db"
 SEED_NOISE_FILE = "seed_noise.json"
 
@@ -71,10 +75,11 @@ class RunOptions:
     data: str | None = None  # melspec root; None: the cached synthetic dataset
     max_failures: int = 3
     keep_checkpoints: int = 2
-    top_k: int = 5
     num_cpus: float | None = None  # only when Ray starts here
     num_gpus: float | None = None
     data_sample: int = preflight.DATA_SAMPLE
+    set_overrides: Mapping[str, Any] = field(default_factory=dict)  # --set, recorded for resume
+    retry_errored: bool = False  # with resume: errored trials run again from their checkpoint
     verbose: int = 1
     extra_callbacks: list[Any] = field(default_factory=list)
 
@@ -123,6 +128,14 @@ def run_search(space: SearchSpace, options: RunOptions) -> Outcome:
         max_concurrent_trials=space.max_concurrent_trials,
         source=str(space.source),
         example=space.example_overrides(),
+        definition={
+            "space_file": str(Path(space.source).resolve()),
+            "space_sha256": file_sha256(space.source),
+            "budget": space.budget,
+            "set": dict(options.set_overrides),
+            "metric": space.metric,
+            "preset": space.preset,
+        },
         params={
             "space": space.name,
             "space_file": str(space.source),
@@ -286,6 +299,12 @@ def run_trials(
         source="run_trials",
         example=dict(trials[0].overrides) if trials else {},
         params={"trials": len(trials), "preset": preset, "metric": metric, "mode": mode},
+        definition={
+            "trials": [t.to_tune() for t in trials],
+            "overrides": fixed,
+            "metric": metric,
+            "preset": preset,
+        },
         experiment=experiment,
         role="search" if experiment is None else "seed_noise",
     )
@@ -310,6 +329,7 @@ class _Plan:
     example: dict[str, Any]  # one trial's own overrides: a whole config for the checks
     experiment: str | None = None  # MLflow experiment; None: the plan's name
     role: str = "search"  # the MLflow parent run's tune_role tag
+    definition: dict[str, Any] = field(default_factory=dict)  # what a resume must match
 
 
 def _execute(
@@ -318,9 +338,7 @@ def _execute(
     storage = preflight.check_storage(options.storage)
     exp_dir = f"{storage.rstrip('/')}/{plan.name}"
     local_exp = None if preflight.is_uri(storage) else Path(exp_dir)
-    manifest = _read_manifest(exp_dir) if options.resume else None
     resources = {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu}
-
     resumable = ray_adapter.can_resume(exp_dir)
     if options.resume and not resumable:
         raise SearchError(f"nothing to resume at {exp_dir}; run without --resume to start")
@@ -329,6 +347,7 @@ def _execute(
             f"{exp_dir} already holds a search; pass --resume to continue it, "
             "or --name NEW to start another"
         )
+    manifest = _checked_manifest(exp_dir, plan, options) if options.resume else None
 
     started_ray = False
     try:
@@ -357,7 +376,7 @@ def _execute(
                 if space_file is not None:
                     tracker.log_artifact(parent_id, space_file)
         if manifest is None:
-            _write_manifest(exp_dir, plan, fixed, tracker, parent_id)
+            write_manifest(exp_dir, _manifest(plan, options, fixed, tracker, parent_id))
 
         context = TrialContext(
             preset=plan.preset,
@@ -385,8 +404,10 @@ def _execute(
             **job_parts(exp_dir),
         )
         try:
-            records, interrupted = ray_adapter.run_job(job, resume=options.resume)
-        except Exception:
+            records, interrupted = ray_adapter.run_job(
+                job, resume=options.resume, retry_errored=options.retry_errored
+            )
+        except BaseException:  # a failure, or a second Ctrl-C that cut Tune short
             if tracker is not None and parent_id is not None:
                 tracker.finish_parent(parent_id, failed=True)  # --resume reopens it
             raise
@@ -395,6 +416,48 @@ def _execute(
             ray_adapter.disconnect()
 
     return _finish(plan, job, records, interrupted, tracker, parent_id, local_exp, exp_dir)
+
+
+def _manifest(
+    plan: _Plan,
+    options: RunOptions,
+    fixed: Mapping[str, Any],
+    tracker: Tracker | None,
+    parent_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "kind": plan.kind,
+        "name": plan.name,
+        "source": plan.source,
+        "preset": plan.preset,
+        "fixed": dict(fixed),
+        "definition": {**plan.definition, "data": fixed.get("data.root")},
+        "storage": options.storage,
+        "address": options.address,
+        "mlflow_uri": tracker.uri if tracker else None,
+        "experiment": tracker.experiment if tracker else None,
+        "parent_run_id": parent_id,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _checked_manifest(exp_dir: str, plan: _Plan, options: RunOptions) -> dict[str, Any]:
+    """The recorded manifest, refused when what this resume asks for differs from it."""
+    try:
+        manifest = read_manifest(exp_dir)
+    except ManifestError as err:
+        raise SearchError(str(err)) from None
+    current = dict(plan.definition)
+    if options.data:
+        current["data"] = str(Path(options.data).expanduser().resolve())
+    changed = differences(manifest.get("definition", {}), current)
+    if changed:
+        raise SearchError(
+            f"--resume: {plan.name} was started otherwise ({'; '.join(changed)}); resume it as "
+            f"it started (python -m tune.search --resume --name {plan.name}) or start another "
+            "search under a new --name"
+        )
+    return manifest
 
 
 def _preflight(
@@ -497,201 +560,8 @@ def _study_url(exp_dir: str, name: str) -> str:
     return f"sqlite:///{Path(exp_dir) / STUDY_DB}"
 
 
-def _write_manifest(
-    exp_dir: str,
-    plan: _Plan,
-    fixed: Mapping[str, Any],
-    tracker: Tracker | None,
-    parent_id: str | None,
-) -> None:
-    """What a resume needs besides Tune's own state: the trials' fixed overrides (data
-    root included) and where the MLflow runs are."""
-    manifest = {
-        "kind": plan.kind,
-        "name": plan.name,
-        "source": plan.source,
-        "preset": plan.preset,
-        "fixed": dict(fixed),
-        "mlflow_uri": tracker.uri if tracker else None,
-        "experiment": tracker.experiment if tracker else None,
-        "parent_run_id": parent_id,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    text = json.dumps(manifest, indent=2, default=str)
-    if preflight.is_uri(exp_dir):
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(f"{exp_dir}/{MANIFEST}")
-        with fs.open_output_stream(path) as out:
-            out.write(text.encode())
-    else:
-        Path(exp_dir, MANIFEST).write_text(text)
-
-
-def _read_manifest(exp_dir: str) -> dict[str, Any] | None:
-    try:
-        if preflight.is_uri(exp_dir):
-            import pyarrow.fs
-
-            fs, path = pyarrow.fs.FileSystem.from_uri(f"{exp_dir}/{MANIFEST}")
-            with fs.open_input_stream(path) as f:
-                return json.loads(f.read().decode())
-        return json.loads(Path(exp_dir, MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m tune.search",
-        description="Hyperparameter search with Ray Tune (ASHA + Optuna), tracked in MLflow.",
-    )
-    p.add_argument("--space", required=True, help="search space YAML (search_spaces/attn.yaml)")
-    p.add_argument("--data", help="melspec root (ROOT/NN/ID.npy); default: synthetic data")
-    p.add_argument(
-        "--budget",
-        help="a budgets block of the space, or 'full'; default: quick without --data, else full",
-    )
-    p.add_argument("--name", help="results folder and MLflow experiment (default: space name)")
-    p.add_argument("--storage", default="ray_results", help="results directory or s3:// URI")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    p.add_argument("--num-samples", type=int, help="override the space's num_samples")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept per trial")
-    p.add_argument("--top-k", type=int, default=5, help="rows of the final table")
-    add_cluster_arguments(p, max_failures=3)
-    return p
-
-
-# Mistakes and conditions a user can meet when running trials: printed as one line, exit 2.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError,
-    SearchError,
-    preflight.PreflightError,
-    TrackingError,
-    ClusterError,
-)
-
-
-def add_cluster_arguments(p: argparse.ArgumentParser, max_failures: int) -> None:
-    """The options every command that runs trials shares (tune.search, ablations.run)."""
-    p.add_argument("--address", help="join a Ray cluster ('auto' or host:port); default: local")
-    p.add_argument(
-        "--mlflow-uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
-    )
-    p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
-    p.add_argument(
-        "--max-failures",
-        type=int,
-        default=max_failures,
-        help=f"retries per trial from its last checkpoint (default {max_failures})",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every trial (repeatable)",
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        budget = args.budget or ("full" if args.data else "quick")
-        try:
-            space = load_space(args.space, budget, parse_overrides(args.set))
-        except SpaceError as err:
-            if args.budget is None and budget == "quick" and "no budget 'quick'" in str(err):
-                space = load_space(args.space, "full", parse_overrides(args.set))
-            else:
-                raise
-        if args.num_samples is not None:
-            if args.num_samples < 1:
-                raise SearchError(f"--num-samples must be at least 1, got {args.num_samples}")
-            space = replace(space, num_samples=args.num_samples)
-        options = RunOptions(
-            name=args.name,
-            storage=args.storage,
-            address=args.address,
-            resume=args.resume,
-            mlflow_uri=args.mlflow_uri,
-            tracking=not args.no_mlflow,
-            data=args.data,
-            max_failures=args.max_failures,
-            keep_checkpoints=args.keep_checkpoints,
-            top_k=args.top_k,
-        )
-        print(
-            f"search '{space.name}' (budget {space.budget}): {space.num_samples} trials, "
-            f"{space.asha.max_t} epochs max, {space.resources.cpu:g} CPU / "
-            f"{space.resources.gpu:g} GPU per trial"
-        )
-        outcome = run_search(space, options)
-    except (SpaceError, *USER_ERRORS) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _print_outcome(outcome, args, top_k=args.top_k)
-    return 130 if outcome.interrupted else 0
-
-
-def _print_outcome(outcome: Outcome, args: argparse.Namespace, top_k: int) -> None:
-    width = min(shutil.get_terminal_size().columns, 120)
-    print("\n" + "=" * width)
-    if outcome.interrupted:
-        print(
-            f"search interrupted; continue it with: python -m tune.search --space {args.space} "
-            f"--storage {args.storage}"
-            + (f" --name {outcome.name}" if args.name else "")
-            + " --resume"
-        )
-    counts = outcome.table["state"].value_counts().to_dict() if not outcome.table.empty else {}
-    print(
-        f"{len(outcome.records)} trials: "
-        + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    )
-    best = outcome.best
-    if best is not None:
-        print(f"best trial {best.name} ({best.state}, {int(best.last.get('epoch', 0))} epochs)")
-        for key, value in dict(best.spec.overrides).items():
-            print(f"  {key} = {value}")
-    print(f"\ntop {min(top_k, len(outcome.table))} by {outcome.metric} (searched):")
-    print(top_k_text(outcome.table, outcome.metric, top_k))
-    for line in table_legend(outcome.table, outcome.metric):
-        print(f"  {line}")
-    if outcome.noise is not None:
-        values = ", ".join(f"{v:.4f}" for v in outcome.noise.values)
-        seeds = ", ".join(str(s) for s in outcome.noise.seeds)
-        print(f"\nseed noise: the best configuration with seeds {seeds}: {outcome.metric} {values}")
-    if outcome.separation is not None:
-        print(f"separation: {outcome.separation.text}")
-    if outcome.summary is not None:
-        _print_importances(outcome.summary, outcome.separation)
-        print("\nfiles: " + ", ".join(str(p) for p in outcome.summary.files))
-    print(f"results: {outcome.path}")
-    if outcome.parent_run_id and outcome.tracker is not None:
-        print(f"MLflow parent run: {outcome.parent_run_id}")
-        for line in outcome.tracker.browse_hint():
-            print(line)
-
-
-def _print_importances(summary: Summary, separated: Separation | None) -> None:
-    if summary.importances.empty:
-        print(f"\nparameter importances: {summary.importance_note}")
-    elif separated is not None and separated.separated is False:
-        print(
-            "\nparameter importances: not ranked; the trials do not differ beyond seed noise, "
-            "so any ranking would be noise"
-        )
-    else:
-        caveat = "" if separated is not None and separated.separated else "; seed noise unknown"
-        print(f"\nparameter importances ({summary.importance_note}{caveat}):")
-        for _, row in summary.importances.iterrows():
-            print(f"  {row['param']:<32} {row['importance']:.3f}")
-
-
 if __name__ == "__main__":
+    from tune.cli import main
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     sys.exit(main())

@@ -49,8 +49,48 @@ class TrialContext:
     parent_run_id: str | None = None
 
 
+def deterministic_errors() -> tuple[type[Exception], ...]:
+    """Failures that a retry from the same checkpoint and seeds would repeat exactly."""
+    from moodtheme.config import ConfigError
+    from moodtheme.data.jamendo import SplitError
+    from moodtheme.data.melspec import MelspecError
+    from moodtheme.errors import TrainingError
+    from moodtheme.models import PretrainedWeightsError
+
+    return (
+        ConfigError,
+        SplitError,
+        MelspecError,
+        TrainingError,
+        PretrainedWeightsError,
+        TrialMetricError,
+    )
+
+
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
-    """The Ray Tune function trainable. Raises on failure, so Ray retries or errors it."""
+    """The Ray Tune function trainable. A deterministic failure (:func:`deterministic_errors`)
+    ends the trial errored at once, its reason in the last report; anything else raises, so
+    Ray retries it from the last good checkpoint (a lost node, an OOM kill, an I/O error)."""
+    try:
+        _train_trial(config, context)
+    except deterministic_errors() as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+        ray_adapter.report({ray_adapter.TRIAL_ERROR: f"{type(err).__name__}: {reason}"})
+
+
+def _usable(checkpoint: Path) -> bool:
+    from moodtheme.errors import TrainingError
+    from moodtheme.rundir import load_checkpoint
+
+    try:
+        read_trial_file(checkpoint)
+        load_checkpoint(checkpoint)
+    except (OSError, ValueError, KeyError, TrainingError):
+        return False
+    return True
+
+
+def _train_trial(config: dict[str, Any], context: TrialContext) -> None:
     from moodtheme.config import build_config
     from moodtheme.device import cap_gpu_memory
     from moodtheme.rundir import RUN_OUTPUTS, RunDir
@@ -61,7 +101,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     cap_gpu_memory(context.gpu_fraction)
 
     trial_dir = ray_adapter.trial_dir()
-    restored = ray_adapter.restore_checkpoint(trial_dir / "restored")
+    restored = ray_adapter.restore_checkpoint(trial_dir / "restored", _usable)
     saved = read_trial_file(restored) if restored else {}
 
     spec = spec_of(config)
