@@ -89,9 +89,9 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def plateau_scheduler(
-    optimizer: torch.optim.Optimizer, factor: float, patience: int
+    optimizer: torch.optim.Optimizer, o: OptimConfig
 ) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
     """Submission 1's: divide the lr when the validation loss stops falling."""
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=factor, patience=patience
+        optimizer, mode="min", factor=o.plateau_factor, patience=o.plateau_patience
     )

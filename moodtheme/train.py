@@ -52,7 +52,7 @@ from moodtheme.rundir import (
     save_checkpoint,
     save_weights,
 )
-from moodtheme.schedule import OptimizerSchedule, plateau_scheduler, set_lr
+from moodtheme.schedule import OptimizerSchedule, ScheduleStep, plateau_scheduler, set_lr
 
 __all__ = ["EpochReport", "FitResult", "TrainingError", "cap_gpu_memory", "fit", "main"]
 
@@ -98,11 +98,7 @@ def fit(
     o, es = config.optim, config.early_stopping
     schedule = OptimizerSchedule.from_config(o)
     optimizer = schedule.first_optimizer(model.parameters())
-    plateau = (
-        plateau_scheduler(optimizer, o.plateau_factor, o.plateau_patience)
-        if o.scheduler == "plateau"
-        else None
-    )
+    plateau = plateau_scheduler(optimizer, o) if o.scheduler == "plateau" else None
     best = BestEpoch(monitored_metric(config), es.monitor != "val_loss", es.patience)
     per_tag = PerTagBestEpoch(config.model.num_tags) if es.mode == "per_class" else None
     history: list[dict[str, float]] = []
@@ -120,9 +116,7 @@ def fit(
     for epoch in range(len(history) + 1, o.epochs + 1):
         step = schedule.step_before(epoch)
         if step is not None:  # the switch to SGD, or an lr drop: both restart from the best
-            load_weights(model, run.best)
-            optimizer = schedule.sgd(model.parameters(), step.lr) if step.switch else optimizer
-            set_lr(optimizer, step.lr)
+            optimizer = _restart_from_best(model, optimizer, schedule, step, run)
             log(f"epoch {epoch}: reloaded best (epoch {best.best_epoch}); SGD lr={step.lr:g}")
 
         mix_gen = start_epoch(config.run.seed, epoch, data)
@@ -228,6 +222,22 @@ def train_step(
     loss.backward()
     optimizer.step()
     return float(loss.item())
+
+
+def _restart_from_best(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: OptimizerSchedule,
+    step: ScheduleStep,
+    run: RunDir,
+) -> torch.optim.Optimizer:
+    """Reload the kept weights and go on at ``step.lr``: with a new SGD optimiser at the
+    switch, with the current one (and its momentum) at an lr drop."""
+    load_weights(model, run.best)
+    if step.switch:
+        optimizer = schedule.sgd(model.parameters(), step.lr)
+    set_lr(optimizer, step.lr)
+    return optimizer
 
 
 def _new_model(config: Config, data: TrainingData) -> torch.nn.Module:
