@@ -645,6 +645,8 @@ def _print_outcome(outcome: Outcome, args: argparse.Namespace, top_k: int) -> No
             f"search interrupted; continue it with: python -m tune.search --space {args.space} "
             f"--storage {args.storage}"
             + (f" --name {outcome.name}" if args.name else "")
+            # without it the resumed search would start a Ray of its own, off the cluster
+            + (f" --address {args.address}" if args.address else "")
             + " --resume"
         )
     counts = outcome.table["state"].value_counts().to_dict() if not outcome.table.empty else {}
