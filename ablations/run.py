@@ -449,6 +449,7 @@ def _print_outcome(outcome: SuiteOutcome, args: argparse.Namespace) -> None:
             f"suite interrupted; continue it with: python -m ablations.run --resume --name "
             f"{outcome.run_dir.name}"
             + (f" --results-dir {args.results_dir}" if args.results_dir != str(RESULTS_DIR) else "")
+            + (f" --address {args.address}" if args.address else "")
         )
 
 

@@ -9,12 +9,22 @@ Builds a temporary dataset of realistic tracks (96 x ~10,000 frames, ~220 s), th
 2. DataLoader samples/s (``make_loader`` + ``MelspecDataset``) for 0, 1 and 2 workers with
    the training transform (random crop, resized crop, SpecAugment) and with a bare crop.
 
-Run: ``python benchmarks/loader.py`` (about a minute on 2 cores).
+3. with ``--presets``, each preset's own training loader (`train.make_datasets` +
+   `make_loader`, no worker processes, one torch thread) on a synthetic dataset written at the
+   real track lengths (`synth.generate(real_durations=True)`) or on ``--data``: tracks/s per
+   CPU-second (what one core delivers, whatever else the machine runs) and per wall second,
+   disk MB per track, cold and warm; the same from a float16 copy of what the preset reads
+   (submission 2: each track's first 4096 frames; submission 1: whole tracks), and the
+   disk's cold sequential read rate.
+
+Run: ``python benchmarks/loader.py`` (about a minute on 2 cores);
+``python benchmarks/loader.py --presets submission1 submission2 --tracks 400``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import mmap
 import os
 import platform
@@ -26,10 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moodtheme.augment import TrainTransform
-from moodtheme.config import AugmentConfig
-from moodtheme.data.jamendo import SplitTable
+from moodtheme.augment import TrainTransform, first_frames
+from moodtheme.config import AugmentConfig, build_config
+from moodtheme.data import synth
+from moodtheme.data.jamendo import SUBSETS, SplitTable, read_split
 from moodtheme.data.melspec import MelspecDataset, make_loader, open_melspec
+from moodtheme.train import make_datasets
 
 
 def make_tracks(root: Path, tracks: int, frames: int, seed: int) -> SplitTable:
@@ -151,6 +163,128 @@ def bench_loader(
     return samples / elapsed
 
 
+def real_size_dataset(root: Path, tracks: int, seed: int) -> dict[str, SplitTable]:
+    """A synthetic dataset at the real track lengths, flushed to disk so it can be evicted."""
+    design = synth.Design(min_positives=0)  # lets a few hundred tracks exist
+    synth.generate(root, tracks=tracks, seed=seed, design=design, real_durations=True)
+    for path in root.rglob("*.npy"):
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    return split_tables(root)
+
+
+def split_tables(root: Path) -> dict[str, SplitTable]:
+    folder = root / "splits" / "split-0"
+    return {s: read_split(folder / f"autotagging_moodtheme-{s}.tsv") for s in SUBSETS}
+
+
+# Each preset's training window as it reads it, with and without the augmentations.
+AUGMENTATIONS = {
+    "train transform": {},
+    "window only": {"augment.resized_crop_p": 0.0, "augment.specaugment_p": 0.0},
+}
+
+
+def bench_preset(
+    preset: str, overrides: dict, root: Path, tables: dict[str, SplitTable], cold: bool, epochs: int
+) -> tuple[float, float, float | None]:
+    """(tracks per CPU-second, tracks per wall second, disk MB per track) of the preset's
+    training loader in this process: one core's worth, whatever else the machine runs."""
+    config = build_config(preset, {**overrides, "data.num_workers": 0})
+    dataset = make_datasets(config, root, tables)["train"]
+    paths = [dataset.path(i) for i in range(len(dataset))]
+    loader = make_loader(dataset, config.optim.batch_size, True, 0, seed=0, drop_last=True)
+    if not cold:  # warm the page cache with one untimed epoch
+        for _ in loader:
+            pass
+    tracks, cpu, wall, disk = 0, 0.0, 0.0, 0
+    for epoch in range(1, epochs + 1):
+        dataset.set_epoch(epoch)
+        cold_ok = evict(paths) if cold else False
+        before, tick, tock = disk_read_bytes(), time.process_time(), time.perf_counter()
+        for x, _ in loader:
+            tracks += x.shape[0]
+        cpu += time.process_time() - tick
+        wall += time.perf_counter() - tock
+        after = disk_read_bytes()
+        disk += (after - before) if before is not None and after is not None else 0
+    measured = cold_ok or not cold
+    return tracks / cpu, tracks / wall, disk / tracks / 1e6 if measured else None
+
+
+def half_precision_copy(root: Path, table: SplitTable, dest: Path, frames: int | None) -> Path:
+    """A float16 copy of what a preset reads, as a melspec root of its own: each training
+    track's first ``frames`` frames (tiled, as window='first' takes them), or whole tracks."""
+    for rel in table.paths:
+        mel = open_melspec(root / rel)
+        window = first_frames(mel, frames) if frames else np.asarray(mel)
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        with open(dest / rel, "wb") as f:
+            np.save(f, window.astype(np.float16))
+            f.flush()
+            os.fsync(f.fileno())
+    return dest
+
+
+def cold_read_rate(paths: list[Path]) -> float | None:
+    """MB/s of reading these files whole, one after the other, from a cold page cache."""
+    if not evict(paths):
+        return None
+    total, tick = 0, time.perf_counter()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+    return total / (time.perf_counter() - tick) / 1e6
+
+
+def print_presets(args: argparse.Namespace) -> None:
+    with contextlib.ExitStack() as stack:
+        tmp = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(dir=args.dir, prefix="moodtheme-real-"))
+        )
+        if args.data:
+            root = args.data
+            tables = split_tables(root)
+        else:
+            root = tmp / "data"
+            tick = time.perf_counter()
+            tables = real_size_dataset(root, args.tracks, args.seed)
+            print(f"real-size synthetic dataset built in {time.perf_counter() - tick:.0f} s")
+        files = [root / p for p in tables["train"].paths]
+        sizes = np.array([open_melspec(p).shape[1] for p in files])
+        print(
+            f"{root}: {len(files)} training tracks, frames mean {sizes.mean():.0f}, median "
+            f"{np.median(sizes):.0f}, {np.mean([p.stat().st_size for p in files]) / 1e6:.2f} MB "
+            f"mean; {np.mean(sizes < 4096):.0%} shorter than 4096 frames, "
+            f"{np.mean(sizes < 6590):.0%} than 6590"
+        )
+        rate = cold_read_rate(files)
+        print(f"cold sequential read of those files: {rate or float('nan'):.0f} MB/s\n")
+        print(
+            "| preset | files | transform | page cache | tracks / CPU-s | tracks / s (wall) "
+            "| disk MB / track |"
+        )
+        print("|---|---|---|---|---:|---:|---:|")
+        for preset in args.presets:
+            config = build_config(preset)
+            window = config.data.input_frames if config.data.window == "first" else None
+            copy = half_precision_copy(root, tables["train"], tmp / f"fp16-{preset}", window)
+            sources = {"float32 melspecs": root, f"float16 {'window' if window else 'copy'}": copy}
+            for files_label, source in sources.items():
+                for label, overrides in AUGMENTATIONS.items():
+                    for cold in (True, False):
+                        per_cpu, per_wall, disk = bench_preset(
+                            preset, overrides, source, tables, cold, args.epochs
+                        )
+                        shown = "n/a" if disk is None else f"{disk:.2f}"
+                        print(
+                            f"| {preset} | {files_label} | {label} | {'cold' if cold else 'warm'} "
+                            f"| {per_cpu:.0f} | {per_wall:.0f} | {shown} |",
+                            flush=True,
+                        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracks", type=int, default=64, help="tracks in the temporary dataset")
@@ -161,8 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per loader measurement")
     parser.add_argument("--dir", type=Path, default=None, help="where to build the dataset")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--presets", nargs="+", help="measure these presets' training loaders instead (3. above)"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="with --presets: a melspec root instead of real-size synthetic"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.presets:
+        print_presets(args)
+        return 0
 
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="moodtheme-loader-") as tmp:
         root = Path(tmp)

@@ -199,6 +199,12 @@ def track_frames(durations: np.ndarray, scale: float, design: Design) -> np.ndar
     return np.clip(frames, design.min_frames, design.max_frames).astype(np.int64)
 
 
+def real_track_frames(durations: np.ndarray) -> np.ndarray:
+    """Frames per track at the real duration: the sizes of the real melspecs (one frame per
+    hop of 256 samples at 12 kHz), unscaled and unclipped."""
+    return np.maximum(np.round(np.asarray(durations) * FRAMES_PER_SECOND), 1).astype(np.int64)
+
+
 def numeric_id(path: str) -> int:
     """948 for ``48/948.npy``: the number every per-track random stream is keyed on."""
     return int(PurePosixPath(path).stem)
@@ -490,11 +496,14 @@ def generate(
     split: int = 0,
     design: Design | None = None,
     nuisance: Nuisance | None = None,
+    real_durations: bool = False,
 ) -> Path:
     """Write a synthetic dataset to ``out_dir`` (new or empty) and return it.
 
     Byte-identical for the same arguments. ``planted.json`` is written last, so its presence
-    marks a complete dataset.
+    marks a complete dataset. ``real_durations`` writes every track at its real track's
+    length (`real_track_frames`, ~10,000 frames and ~4 MB on average) instead of the scaled
+    and clipped one, so loaders meet the real file sizes; ``scale`` is then unused.
     """
     design = design or Design()
     nuisance = nuisance or Nuisance()
@@ -552,7 +561,11 @@ def generate(
     all_frames: list[np.ndarray] = []
     decoys: dict[str, dict[str, list[str]]] = {}
     for subset, table in tables.items():
-        frames = track_frames(table.durations, scale, design)
+        frames = (
+            real_track_frames(table.durations)
+            if real_durations
+            else track_frames(table.durations, scale, design)
+        )
         decoys[subset] = {tag: [] for tag in plan.long_range}
         for i, rel in enumerate(table.paths):
             number = numeric_id(rel)
@@ -579,7 +592,8 @@ def generate(
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "split": split,
-        "scale": scale,
+        "scale": None if real_durations else scale,
+        "real_durations": real_durations,
         "tracks": dict(zip(SUBSETS, sizes, strict=True)),
         "frames_per_second": FRAMES_PER_SECOND,
         "n_mels": N_MELS,
@@ -721,7 +735,8 @@ def default_dataset() -> Path:
 
 
 def cli(argv: Sequence[str]) -> int:
-    """``python -m moodtheme.data synth --to DIR [--tracks N] [--scale S] [--seed K] [--split N]``."""
+    """``python -m moodtheme.data synth --to DIR [--tracks N] [--scale S | --real-durations]
+    [--seed K] [--split N]``."""
     parser = argparse.ArgumentParser(
         prog="python -m moodtheme.data synth",
         description="Write a synthetic MTG-Jamendo moodtheme dataset in the real on-disk "
@@ -746,6 +761,12 @@ def cli(argv: Sequence[str]) -> int:
         help=f"frames = real duration x 46.875 x SCALE, clipped (default {DEFAULT_SCALE})",
     )
     parser.add_argument(
+        "--real-durations",
+        action="store_true",
+        help="every track as long as its real track (46.875 frames/s, ~4 MB a track on "
+        "average) instead of scaled by --scale: for measuring loaders on real file sizes",
+    )
+    parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, metavar="K", help="random seed (default 0)"
     )
     parser.add_argument(
@@ -758,7 +779,14 @@ def cli(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     started = time.monotonic()
     try:
-        root = generate(args.to, args.tracks, args.scale, args.seed, args.split)
+        root = generate(
+            args.to,
+            args.tracks,
+            args.scale,
+            args.seed,
+            args.split,
+            real_durations=args.real_durations,
+        )
     except (SynthError, SplitError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
