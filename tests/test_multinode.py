@@ -235,10 +235,10 @@ def test_ablation_suite_on_a_loopback_cluster(cluster, tmp_path):
     resume_env = {**cluster.env, "RAY_ADDRESS": cluster.address}
     run = run_disrupted(cluster, argv, storage / "suite", "continue it with:", resume_env)
 
-    check_trials(run, count=2)  # reference and variant, one seed
+    check_trials(run, count=2)  # reference (mixup on) and variant (plain recipe), one seed
     with open(results / "suite" / "results.csv") as f:
         table = list(csv.DictReader(f))
-    assert sorted(row["arm"] for row in table) == ["mixup", "submission2"]
+    assert sorted(row["arm"] for row in table) == ["mixup-reference", "submission2"]
     assert {row["status"] for row in table} == {"ok"}
     assert "INTERRUPTED" not in (results / "suite" / "report.md").read_text()
     ids = {rows[-1]["trial_id"] for rows in run.rows.values()}
