@@ -12,7 +12,6 @@ Without ``--data`` the suite trains on the cached synthetic dataset at the quick
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,26 +21,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ablations.effects import OK, Effect, TrialResult, compute_effects
+from ablations.effects import Effect, TrialResult, compute_effects
 from ablations.families import DEFAULT_MIN_EFFECT, Conclusions, conclude
 from ablations.report import write_report
 from ablations.seeding import AUTO, Counts, RoundOutcome, SeedState, run_rounds
 from ablations.stats import look_schedule
 from ablations.suite import (
     BUDGET_SETTINGS,
-    BUDGETS,
     Plan,
-    SuiteError,
-    describe,
     format_overrides,
     plan_suite,
     probe_model,
     select,
 )
 from ablations.trials import main_preset, tune_round
-from moodtheme.config import parse_overrides
 from moodtheme.data.jamendo import load_tags
-from tune.cli import USER_ERRORS, add_cluster_arguments, check_cluster_arguments
 from tune.search import RunOptions
 from tune.space import Resources
 from tune.tracking import Tracker, resolve_uri
@@ -286,173 +280,8 @@ def _log_report(
         tracker.log_metrics(parent_id, metrics, step=0)
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ablations.run",
-        description="Leave-one-component-out ablations with paired multi-seed statistics. "
-        "NAME is an ablation (see --list) or 'all'; each runs together with its reference.",
-    )
-    p.add_argument("names", nargs="*", metavar="NAME", help="ablations to run, or 'all'")
-    p.add_argument("--list", action="store_true", help="print the ablations and exit")
-    p.add_argument(
-        "--seeds",
-        default="3",
-        help="seeds per arm, shared by reference and variant (default 3), or 'auto': "
-        "--first-seeds, then more seeds for the ablations still undecided, up to --max-seeds",
-    )
-    p.add_argument(
-        "--first-seeds", type=int, default=3, help="with --seeds auto: seeds of the first look (3)"
-    )
-    p.add_argument(
-        "--max-seeds", type=int, default=10, help="with --seeds auto: the most seeds (default 10)"
-    )
-    p.add_argument(
-        "--min-effect",
-        type=float,
-        default=DEFAULT_MIN_EFFECT,
-        help="the smallest |Δ| worth finding, in metric units (default 0.005): the report says "
-        "whether a 'no detectable effect' rules it out; --seeds auto stops once it is ruled out",
-    )
-    p.add_argument("--data", help="melspec root (ROOT/NN/ID.npy); default: the synthetic dataset")
-    p.add_argument(
-        "--budget",
-        choices=BUDGETS,
-        help="quick (CPU-sized) or full (the submission presets); default: quick without --data, else full",
-    )
-    p.add_argument("--name", help="run name: ablations/results/NAME and the MLflow experiment")
-    p.add_argument(
-        "--results-dir",
-        default=str(RESULTS_DIR),
-        help="where reports go (default ablations/results)",
-    )
-    p.add_argument(
-        "--storage", help="Ray Tune storage, a directory or s3:// URI (default: the results dir)"
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted suite (--name, default the latest)",
-    )
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    p.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        help="GPUs per trial, fractions allowed (default: 0 quick, 1 full)",
-    )
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    add_cluster_arguments(p, max_failures=2)
-    return p
-
-
-def _seeds(text: str) -> int | str:
-    if text == AUTO:
-        return AUTO
-    try:
-        seeds = int(text)
-    except ValueError:
-        seeds = 0
-    if seeds < 1:
-        raise SuiteError(f"--seeds {text}: give a number of seeds (1 or more) or 'auto'")
-    return seeds
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    budget = args.budget or ("full" if args.data else "quick")
-    if args.list:
-        print(describe(budget))
-        return 0
-    try:
-        if not args.names and not args.resume:
-            raise SuiteError("name at least one ablation, or 'all' (see --list)")
-        if args.names:
-            select(args.names)  # a typo fails here, before anything starts
-        seeds = _seeds(args.seeds)
-        if args.bootstrap < 2:
-            raise SuiteError(f"--bootstrap {args.bootstrap}: give at least 2 resamples (1000)")
-        if seeds == AUTO and not 2 <= args.first_seeds <= args.max_seeds:
-            raise SuiteError(
-                f"--seeds auto: need 2 <= --first-seeds ({args.first_seeds}) <= --max-seeds "
-                f"({args.max_seeds})"
-            )
-        if not 0 < args.min_effect < 1:
-            raise SuiteError(f"--min-effect {args.min_effect}: give a metric difference in (0, 1)")
-        if not 0 < args.cpus_per_trial <= 1024:
-            raise SuiteError(f"--cpus-per-trial {args.cpus_per_trial}: give a number in (0, 1024]")
-        gpus = args.gpus_per_trial
-        if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
-            raise SuiteError(
-                f"--gpus-per-trial {gpus}: give 0, a fraction below 1 or a whole number of GPUs"
-            )
-        check_cluster_arguments(args)
-        settings = SuiteSettings(
-            names=list(args.names),
-            budget=budget,
-            seeds=seeds,
-            first_seeds=args.first_seeds,
-            max_seeds=args.max_seeds,
-            min_effect=args.min_effect,
-            data=str(Path(args.data).expanduser().resolve()) if args.data else None,
-            overrides=parse_overrides(args.set),
-            n_boot=args.bootstrap,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial
-            if args.gpus_per_trial is not None
-            else float(budget == "full"),
-        )
-        results_dir = Path(args.results_dir)
-        options = RunOptions(
-            name=args.name,
-            storage=args.storage or "",  # empty: the results dir, or the resumed run's
-            address=args.address,
-            resume=args.resume,
-            mlflow_uri=args.mlflow_uri,
-            tracking=not args.no_mlflow,
-            max_failures=args.max_failures,
-        )
-        outcome = run_suite(settings, options, results_dir)
-    except (SuiteError, RunError, *USER_ERRORS) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _print_outcome(outcome, args)
-    return 130 if outcome.interrupted else 0
-
-
-def _print_outcome(outcome: SuiteOutcome, args: argparse.Namespace) -> None:
-    print()
-    for e in outcome.effects:
-        if e.status == OK:
-            row = e.metrics["pr_auc"]
-            low, high = row.interval()
-            print(
-                f"{e.name:<26} Δ PR-AUC {row.delta:+.4f} [{low:+.4f}, {high:+.4f}]  "
-                f"p (Holm) {row.p_adjusted:.3f}  {row.verdict}  ({len(e.seeds)} seeds)"
-            )
-        else:
-            print(f"{e.name:<26} {e.status}: {e.reason}")
-    for e in outcome.effects:
-        for c in e.confirmations:
-            print(
-                f"expected {e.name}: Δ {c.group} PR-AUC {c.direction}: {c.finding.delta:+.4f}, "
-                f"Holm p {c.p_adjusted:.3g} (one-sided): "
-                + ("confirmed" if c.confirmed else "not confirmed")
-            )
-    print(f"\nreport: {outcome.files['report']}")
-    if outcome.parent_run_id and outcome.mlflow_uri:
-        for line in Tracker(outcome.mlflow_uri, outcome.run_dir.name).browse_hint():
-            print(line)
-    if outcome.interrupted:
-        print(
-            f"suite interrupted; continue it with: python -m ablations.run --resume --name "
-            f"{outcome.run_dir.name}"
-            + (f" --results-dir {args.results_dir}" if args.results_dir != str(RESULTS_DIR) else "")
-            + (f" --address {args.address}" if args.address else "")
-        )
-
-
 if __name__ == "__main__":
+    from ablations.cli import main
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     sys.exit(main())

@@ -6,19 +6,19 @@ import json
 
 import pytest
 
-from ablations import run
+from ablations import cli, run
 from ablations.suite import ABLATIONS, BUDGET_SETTINGS, CONTROLS, plan_suite, select
 from ablations.trials import round_name, trial_specs
 from moodtheme.config import build_config
 
 
 def test_list_prints_every_ablation(capsys):
-    assert run.main(["--list"]) == 0
+    assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in (*ABLATIONS, *CONTROLS):
         assert name in out
     assert "resnext_tiny_shallow" in out
-    assert run.main(["--list", "--budget", "full"]) == 0
+    assert cli.main(["--list", "--budget", "full"]) == 0
     assert "resnext50_32x4d" in capsys.readouterr().out
 
 
@@ -37,7 +37,7 @@ def test_list_prints_every_ablation(capsys):
     ],
 )
 def test_bad_input_is_one_clear_line(argv, expected, capsys, tmp_path):
-    code = run.main([*argv, "--results-dir", str(tmp_path)])
+    code = cli.main([*argv, "--results-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and expected in err
@@ -45,11 +45,11 @@ def test_bad_input_is_one_clear_line(argv, expected, capsys, tmp_path):
 
 
 def test_resume_needs_a_run_and_a_new_run_needs_a_free_name(tmp_path, capsys):
-    assert run.main(["--resume", "--results-dir", str(tmp_path)]) == 2
+    assert cli.main(["--resume", "--results-dir", str(tmp_path)]) == 2
     assert "no suite to resume" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / run.PLAN_FILE).write_text(json.dumps({"settings": {}}))
-    assert run.main(["mixup", "--name", "taken", "--results-dir", str(tmp_path)]) == 2
+    assert cli.main(["mixup", "--name", "taken", "--results-dir", str(tmp_path)]) == 2
     assert "already holds a suite; pass --resume" in capsys.readouterr().err
 
 
