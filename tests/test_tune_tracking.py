@@ -8,8 +8,8 @@ import time
 import pandas as pd
 import pytest
 
+from tune.engine import reconcile_children
 from tune.ray_adapter import TrialRecord
-from tune.search import reconcile_children
 from tune.spec import TrialSpec
 from tune.tracking import STATE_TAG, Tracker, TrackingError, resolve_uri
 
