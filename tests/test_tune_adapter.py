@@ -41,7 +41,7 @@ def test_resource_preflight_names_the_fix():
 
 def test_watchdog_stops_a_search_whose_trials_can_never_start(monkeypatch):
     nodes = [{"CPU": 2.0, "GPU": 1.0}]
-    monkeypatch.setattr(ray_adapter, "node_resources", lambda: nodes)
+    monkeypatch.setattr(ray_adapter.callbacks, "node_resources", lambda: nodes)
     watchdog = FeasibilityWatchdog({"cpu": 1, "gpu": 1}, every_s=0)
     pending = [SimpleNamespace(status="PENDING")]
     watchdog.on_step_begin(0, pending)  # the GPU node is there: fine
