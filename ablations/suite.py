@@ -149,6 +149,57 @@ def reference_config(
 Probe = Callable[[Config], "str | None"]
 
 
+class _Arms:
+    """The plan's arms: equal configs share one arm, and an arm that is a reference's plain
+    recipe carries the reference's name, whichever role (say, a variant that turns a component
+    off) first needs it."""
+
+    def __init__(self, plain: Mapping[str, str]) -> None:
+        self.plain = plain  # config key -> reference name
+        self.arms: dict[str, Arm] = {}
+        self.by_key: dict[str, str] = {}
+
+    def arm(self, config: Config, name: str, role: str, seed_offset: int = 0) -> str:
+        key = Arm(name, config, seed_offset=seed_offset).key
+        name = self.plain.get(key, name) if not seed_offset else name
+        if key not in self.by_key:
+            if name in self.arms:  # a name already taken by a different config
+                name = f"{name}-{key[:6]}"
+            self.arms[name] = Arm(name, config, seed_offset=seed_offset)
+            self.by_key[key] = name
+        self.arms[self.by_key[key]].roles.append(role)
+        return self.by_key[key]
+
+
+def _arm_configs(
+    ablation: Ablation, budget: str, base: Overrides, probe: Probe | None, probed: dict
+) -> tuple[Config, Config] | str:
+    """The ablation's reference and variant configs, or why the comparison cannot run."""
+    reference = REFERENCES[ablation.reference]
+    # A base override that breaks a reference is the user's to fix: ConfigError goes up.
+    shared = reference_config(reference, budget, base, ablation.budget_changes(budget))
+    try:
+        ref_config = with_overrides(shared, ablation.reference_changes(budget))
+        var_config = with_overrides(ref_config, ablation.variant_overrides(budget))
+    except ConfigError as err:
+        return f"invalid config: {err}"
+    if config_key(ref_config) == config_key(var_config) and not ablation.replicate:
+        return (
+            "the variant equals its reference under these settings "
+            f"({format_overrides(ablation.variant_overrides(budget))} changes nothing)"
+        )
+    reasons = []
+    for config in (ref_config, var_config) if probe is not None else ():
+        key = config_key(config)
+        if key not in probed:
+            probed[key] = probe(config)
+        if probed[key]:
+            reasons.append(probed[key])
+    if reasons:
+        return "; ".join(dict.fromkeys(reasons))
+    return ref_config, var_config
+
+
 def plan_suite(
     ablations: Sequence[Ablation],
     budget: str,
@@ -168,73 +219,31 @@ def plan_suite(
     if seeds < 1:
         raise SuiteError(f"--seeds must be at least 1, not {seeds}")
     base = dict(base or {})
-    arms: dict[str, Arm] = {}
-    by_key: dict[str, str] = {}
+    arms = _Arms(
+        {
+            config_key(reference_config(REFERENCES[a.reference], budget, base)): a.reference
+            for a in ablations
+        }
+    )
     probed: dict[str, str | None] = {}
     comparisons = []
-
-    # An arm that is a reference's plain recipe carries the reference's name, whichever role
-    # (say, a variant that turns a component off) first needs it.
-    plain = {
-        config_key(reference_config(REFERENCES[a.reference], budget, base)): a.reference
-        for a in ablations
-    }
-
-    def arm_for(config: Config, name: str, role: str, seed_offset: int = 0) -> str:
-        key = Arm(name, config, seed_offset=seed_offset).key
-        name = plain.get(key, name) if not seed_offset else name
-        if key not in by_key:
-            if name in arms:  # a name already taken by a different config
-                name = f"{name}-{key[:6]}"
-            arms[name] = Arm(name, config, seed_offset=seed_offset)
-            by_key[key] = name
-        arms[by_key[key]].roles.append(role)
-        return by_key[key]
-
     for ablation in ablations:
-        reference = REFERENCES[ablation.reference]
-        # A base override that breaks a reference is the user's to fix: ConfigError goes up.
-        shared = reference_config(reference, budget, base, ablation.budget_changes(budget))
-        try:
-            ref_config = with_overrides(shared, ablation.reference_changes(budget))
-            ref_name = f"{ablation.name}-reference"
-            var_config = with_overrides(ref_config, ablation.variant_overrides(budget))
-        except ConfigError as err:
-            comparisons.append(Comparison(ablation, skipped=f"invalid config: {err}"))
+        configs = _arm_configs(ablation, budget, base, probe, probed)
+        if isinstance(configs, str):
+            comparisons.append(Comparison(ablation, skipped=configs))
             continue
-        if config_key(ref_config) == config_key(var_config) and not ablation.replicate:
-            comparisons.append(
-                Comparison(
-                    ablation,
-                    skipped="the variant equals its reference under these settings "
-                    f"({format_overrides(ablation.variant_overrides(budget))} changes nothing)",
-                )
-            )
-            continue
-        reasons = []
-        if probe is not None:
-            for config in (ref_config, var_config):
-                key = config_key(config)
-                if key not in probed:
-                    probed[key] = probe(config)
-                if probed[key]:
-                    reasons.append(probed[key])
-        if reasons:
-            comparisons.append(Comparison(ablation, skipped="; ".join(dict.fromkeys(reasons))))
-            continue
+        ref_config, var_config = configs
+        offset = REPLICATE_SEED_OFFSET if ablation.replicate else 0
         comparisons.append(
             Comparison(
                 ablation,
-                reference=arm_for(ref_config, ref_name, f"{ablation.name}:reference"),
-                variant=arm_for(
-                    var_config,
-                    ablation.name,
-                    f"{ablation.name}:variant",
-                    REPLICATE_SEED_OFFSET if ablation.replicate else 0,
+                reference=arms.arm(
+                    ref_config, f"{ablation.name}-reference", f"{ablation.name}:reference"
                 ),
+                variant=arms.arm(var_config, ablation.name, f"{ablation.name}:variant", offset),
             )
         )
-    return Plan(budget, list(range(seeds)), arms, comparisons)
+    return Plan(budget, list(range(seeds)), arms.arms, comparisons)
 
 
 def probe_model(config: Config) -> str | None:

@@ -128,12 +128,9 @@ def fit(
 
         val_logits, val_labels = run_inference(model, data.loaders["validation"], placement)
         metrics = {"epoch": float(epoch), "train_loss": train_loss}
-        metrics.update(split_metrics("val", val_logits, val_labels))
-        metrics.update(
-            lr=optimizer.param_groups[0]["lr"],
-            train_seconds=train_seconds,
-            epoch_seconds=time.time() - started,
-        )
+        metrics |= split_metrics("val", val_logits, val_labels)
+        metrics |= {"lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds}
+        metrics["epoch_seconds"] = time.time() - started
         _check_finite(epoch, metrics)
         if plateau is not None:
             plateau.step(metrics["val_loss"])
@@ -146,12 +143,8 @@ def fit(
         ):
             run.save_epoch_weights(model, epoch, keep=per_tag.kept_epochs())
         history.append(metrics)
-        save_checkpoint(
-            run.checkpoint,
-            config=config,
-            model=model,
-            **_state(optimizer, plateau, history, best, per_tag),
-        )
+        state = _state(optimizer, plateau, history, best, per_tag)
+        save_checkpoint(run.checkpoint, config=config, model=model, **state)
         log.epoch_summary(epoch, o.epochs, metrics, is_best)
         if callback is not None:
             callback(EpochReport(epoch, metrics, run.checkpoints, is_best))
