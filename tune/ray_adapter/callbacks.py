@@ -1,4 +1,5 @@
-"""What the driver hooks into Tune: the Optuna searcher that hears every epoch, the MLflow state of each trial, and a watchdog for requests no node can hold."""
+"""What the driver hooks into Tune: the Optuna searcher that hears every epoch, the MLflow
+state of each trial, and a watchdog for requests no node can hold."""
 
 from __future__ import annotations
 

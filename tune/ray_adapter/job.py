@@ -1,4 +1,5 @@
-"""Tune jobs on the driver: a search (Optuna + ASHA) or a fixed list of trial configs, fresh or resumed, run to one TrialRecord per trial."""
+"""Tune jobs on the driver: a search (Optuna + ASHA) or a fixed list of trial configs, fresh
+or resumed, run to one TrialRecord per trial."""
 
 from __future__ import annotations
 

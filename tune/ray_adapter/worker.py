@@ -1,4 +1,5 @@
-"""Inside a trial (worker side): report epochs, restore checkpoints, and say where the trial runs."""
+"""Inside a trial (worker side): report epochs, restore checkpoints, and say where the trial
+runs."""
 
 from __future__ import annotations
 
