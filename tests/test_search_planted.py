@@ -2,7 +2,7 @@
 that the synthetic data makes best, and that region beats the rest by more than seed noise.
 
 docs/synthetic.md ("The search's planted optimum") says why the region is known in advance:
-the data's labels are clean and an 8-epoch budget underfits, so mixup only dilutes the planted
+the data's labels are clean and a 10-epoch budget underfits, so mixup only dilutes the planted
 events; the best configurations train without it. (A 256-frame segment, which holds both
 motifs of a long-range positive, is the second, smaller effect; benchmarks/search_payoff.py
 measures the whole space.)

@@ -98,3 +98,23 @@ def test_summary_files_of_fixed_trials_have_no_importances(records, tmp_path):
     assert pd.read_csv(tmp_path / "trials.csv")["trial_id"].tolist() == ["b", "c", "a", "d"]
     assert summary.importances.empty and "no Optuna study" in summary.importance_note
     assert (tmp_path / "search.png").stat().st_size > 1000
+
+
+def test_the_ray_token_is_made_owner_only(tmp_path, monkeypatch):
+    from tune.ray_adapter import cluster
+
+    token = tmp_path / "auth_token"
+    token.write_text("secret")
+    token.chmod(0o644)  # what Ray leaves with the usual umask
+    assert cluster.keep_token_private(token)
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert not cluster.keep_token_private(token)  # already private: nothing to do
+    assert not cluster.keep_token_private(tmp_path / "missing")
+
+    # connect() fixes the token Ray reads, wherever RAY_AUTH_TOKEN_PATH points.
+    token.chmod(0o640)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(cluster.ray, "init", lambda **kwargs: None)
+    assert cluster.connect(None, num_cpus=1) is True
+    assert token.stat().st_mode & 0o777 == 0o600

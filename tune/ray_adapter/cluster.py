@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -12,9 +14,6 @@ import ray
 
 class ClusterError(RuntimeError):
     """The Ray cluster cannot run the search; the message says what to change."""
-
-
-# ----------------------------------------------------------------------------- cluster
 
 
 def connect(
@@ -44,6 +43,31 @@ def connect(
             f"cannot join the Ray cluster at {address} ({err}); start it with "
             "'ray start --head' or drop --address to run locally"
         ) from None
+    keep_token_private()
+    return True
+
+
+def token_path() -> Path:
+    """Where Ray reads (and a local ``ray.init`` writes) the cluster's auth token."""
+    configured = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(configured) if configured else Path.home() / ".ray" / "auth_token"
+
+
+def keep_token_private(path: Path | None = None) -> bool:
+    """Make the auth token readable by its owner only; True when its mode was changed.
+
+    Ray writes the file with the process umask, usually leaving it readable by every user of
+    the machine, and whoever holds the token runs code on every node of the cluster. A file
+    of another user is left alone (it is theirs to fix)."""
+    path = path or token_path()
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    if info.st_uid != os.getuid() or not info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    logging.getLogger(__name__).warning("made the Ray auth token %s owner-only (0600)", path)
     return True
 
 
