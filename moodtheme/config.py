@@ -226,7 +226,7 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
     def flat(self) -> dict[str, Any]:
-        """Dotted-key view, as logged to MLflow and accepted by :func:`apply_overrides`."""
+        """Dotted-key view, as logged to MLflow and accepted by :func:`with_overrides`."""
         return flatten(self.to_dict())
 
     def to_json(self) -> str:
