@@ -40,8 +40,8 @@ from moodtheme.augment import TrainTransform, first_frames
 from moodtheme.config import AugmentConfig, build_config
 from moodtheme.data import synth
 from moodtheme.data.jamendo import SUBSETS, SplitTable, read_split
-from moodtheme.data.melspec import MelspecDataset, make_loader, open_melspec
 from moodtheme.data.loaders import make_datasets
+from moodtheme.data.melspec import MelspecDataset, make_loader, open_melspec
 
 
 def make_tracks(root: Path, tracks: int, frames: int, seed: int) -> SplitTable:
