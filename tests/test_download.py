@@ -302,3 +302,14 @@ def test_sha256_lists_and_bundled_defaults(tmp_path):
     with pytest.raises(DownloadError, match=r"bad.txt:2: expected"):
         read_sha256_list(bad)
     assert dl.DEFAULT_BASE_URL.startswith("https://cdn.freesound.org/mtg-jamendo/")
+
+
+@pytest.mark.parametrize("name", ["../escape-00.tar", "nested/escape-00.tar", ".hidden-00.tar"])
+def test_archive_names_that_leave_to_are_refused(release, tmp_path, capsys, name):
+    data = release.archives[NAME.format("00")]
+    release.server.files["escape-00.tar"] = release.server.files[".hidden-00.tar"] = data
+    release.tars_list.write_text(f"{sha(data)}  {name}\n")
+    assert release.cli("--keep-archives") == 1  # before: ../escape-00.tar landed beside --to
+    err = capsys.readouterr().err
+    assert f"tars.txt: archive name '{name}' is not a plain file name" in err
+    assert release.server.requests == [] and not (tmp_path / "escape-00.tar").exists()

@@ -35,6 +35,7 @@ ORIGIN_BASE_URL = (
 SHA256_TARS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tars.txt"
 SHA256_TRACKS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tracks.txt"
 VERIFIED_DIR = ".verified"
+_ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CHUNK = 1 << 20
 _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 
@@ -240,6 +241,18 @@ def _select(names: list[str], wanted: str | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+def _archive_names(tars_list: Path) -> dict[str, str]:
+    """The archive sha256 list; every name must be a plain file name, kept inside --to."""
+    sums = read_sha256_list(tars_list)
+    for name in sums:
+        if not _ARCHIVE_NAME.fullmatch(name):
+            raise DownloadError(
+                f"{tars_list}: archive name '{name}' is not a plain file name (letters, digits, "
+                "'.', '_', '-'), so it could land outside --to; fix the list"
+            )
+    return sums
+
+
 def download(
     to: Path,
     base_url: str = DEFAULT_BASE_URL,
@@ -261,7 +274,7 @@ def download(
     ``.part`` file so that the next run resumes it.
     """
     to = Path(to)
-    tar_sums = read_sha256_list(sha256_tars or SHA256_TARS)
+    tar_sums = _archive_names(Path(sha256_tars or SHA256_TARS))
     track_sums = read_sha256_list(sha256_tracks or SHA256_TRACKS)
     names = _select(list(tar_sums), archives)
     to.mkdir(parents=True, exist_ok=True)
