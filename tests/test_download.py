@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import os
 import re
 import tarfile
 import threading
@@ -302,6 +303,128 @@ def test_sha256_lists_and_bundled_defaults(tmp_path):
     with pytest.raises(DownloadError, match=r"bad.txt:2: expected"):
         read_sha256_list(bad)
     assert dl.DEFAULT_BASE_URL.startswith("https://cdn.freesound.org/mtg-jamendo/")
+
+
+# Folders that misbehave: each case was probed against the code before the fix.
+
+
+def test_symlinked_part_file_is_refused(release, tmp_path, capsys):
+    archive = NAME.format("00")
+    outside, dangling = tmp_path / "outside.bin", tmp_path / "created.bin"
+    outside.write_bytes(b"precious")  # before: resumed at byte 8, the rest appended to it
+    release.out.mkdir()
+    for target in (outside, dangling):  # before: the dangling one got the whole download
+        part = release.out / f"{archive}.part"
+        part.symlink_to(target)
+        assert release.cli("--archives", "00") == 1
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"error: {part} is a symbolic link (to {target}); the download never reads or "
+            "writes through a link inside --to: remove the link and run again"
+        )
+        part.unlink()
+    assert release.server.requests == []  # refused before asking the server anything
+    assert outside.read_bytes() == b"precious" and not dangling.exists()
+    assert release.cli("--archives", "00") == 0
+
+
+@pytest.mark.parametrize("target", ["copy elsewhere", "/dev/zero"])
+def test_symlinked_archive_is_refused(release, tmp_path, capsys, target):
+    # Before: a link to a good copy was unpacked through, and /dev/zero was hashed forever.
+    archive = NAME.format("00")
+    if target == "copy elsewhere":
+        target = tmp_path / "copy.tar"
+        target.write_bytes(release.archives[archive])
+    release.out.mkdir()
+    (release.out / archive).symlink_to(target)
+    assert release.cli("--archives", "00") == 1
+    assert f"{archive} is a symbolic link (to {target})" in capsys.readouterr().err
+    assert (release.out / archive).is_symlink() and not (release.out / "00").exists()
+
+
+@pytest.mark.parametrize("link", ["00", "00/100.npy.part", "00/100.npy"])
+def test_links_on_a_tracks_way_are_refused(release, tmp_path, link):
+    # Before: 00/100.npy.part was written through (the victim got the track), and a link at
+    # 00/100.npy was silently replaced.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "victim.npy").write_bytes(b"precious")
+    (release.out / "00").mkdir(parents=True, exist_ok=link != "00")
+    if link == "00":
+        (release.out / "00").rmdir()
+    (release.out / link).symlink_to(elsewhere if link == "00" else elsewhere / "victim.npy")
+    problems = release.run("00")
+    assert any(p.startswith(f"{release.out / link} is a symbolic link") for p in problems)
+    assert [p.name for p in elsewhere.iterdir()] == ["victim.npy"]
+    assert (elsewhere / "victim.npy").read_bytes() == b"precious"
+    assert (release.out / NAME.format("00")).is_file()  # kept: no new download once fixed
+    (release.out / link).unlink()
+    assert release.run("00") == [] and release.server.requests == [(NAME.format("00"), None)]
+
+
+@pytest.mark.parametrize("link", [".verified", ".verified/{}.sha256"])
+def test_linked_verified_marker_is_refused(release, tmp_path, link):
+    # Before: the marker was written into the folder .verified pointed to.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (release.out / ".verified").mkdir(parents=True, exist_ok=link != ".verified")
+    if link == ".verified":
+        (release.out / ".verified").rmdir()
+    link = link.format(NAME.format("00"))
+    (release.out / link).symlink_to(elsewhere if link == ".verified" else elsewhere / "marker")
+    with pytest.raises(DownloadError, match=re.escape(f"{link} is a symbolic link")):
+        release.run("00")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_hard_linked_part_file_is_refused(release, tmp_path):
+    archive = NAME.format("00")
+    other = tmp_path / "other.bin"
+    other.write_bytes(release.archives[archive][:3000])
+    release.out.mkdir()
+    os.link(other, release.out / f"{archive}.part")
+    with pytest.raises(DownloadError, match=r"\.part has 2 hard links, .* remove it"):
+        release.run("00")
+    assert other.read_bytes() == release.archives[archive][:3000]
+
+
+@pytest.mark.parametrize("swap", ["part", "folder"])
+def test_link_planted_just_before_opening_is_not_written_through(
+    release, tmp_path, monkeypatch, swap
+):
+    # A link planted after the checks, as the file (or its folder) is opened: O_NOFOLLOW on
+    # each part of the way refuses it, and nothing is created or changed at its target.
+    archive = NAME.format("00")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "victim").write_bytes(b"precious")
+    release.out.mkdir()
+    if swap == "part":
+        link, plant_at = release.out / f"{archive}.part", f"{archive}.part"
+        link.write_bytes(release.archives[archive][:3000])
+    else:
+        link, plant_at = release.out / "00", "00"
+    real_open = os.open
+
+    def open_after_planting(path, flags, *args, **kwargs):
+        if path == plant_at and not link.is_symlink():
+            if swap == "part":
+                link.unlink()
+                link.symlink_to(elsewhere / "victim")
+            else:
+                link.rename(tmp_path / "moved")
+                link.symlink_to(elsewhere)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_after_planting)
+    message = f"{link} is a symbolic link (to {elsewhere}"
+    if swap == "part":
+        with pytest.raises(DownloadError, match=re.escape(message)):
+            release.run("00")
+    else:
+        assert release.run("00")[0].startswith(message)
+    assert [p.name for p in elsewhere.iterdir()] == ["victim"]
+    assert (elsewhere / "victim").read_bytes() == b"precious"
 
 
 @pytest.mark.parametrize("name", ["../escape-00.tar", "nested/escape-00.tar", ".hidden-00.tar"])

@@ -5,6 +5,12 @@
 each archive's sha256, unpacks it safely into ``DIR/NN/ID.npy`` and checks each track's sha256.
 A file that fails a check is deleted, never left in place. Verified archives are recorded in
 ``DIR/.verified/`` and skipped on the next run.
+
+Nothing is read or written through a symbolic link below ``DIR`` (``DIR`` itself may be one)
+nor into a file with another hard link; such a path is refused before any write, with a
+one-line error that names it (tested in tests/test_download.py).
+
+The transport and the link guards live in ``moodtheme.data.fetch``.
 """
 
 from __future__ import annotations
@@ -16,10 +22,18 @@ import re
 import shutil
 import sys
 import tarfile
-from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
 
-from moodtheme.data.fetch import CHUNK, DownloadError, fetch
+from moodtheme.data.fetch import (
+    CHUNK,
+    DownloadError,
+    fetch,
+    is_plain_relative,
+    is_regular_file,
+    open_for_writing,
+)
 from moodtheme.data.jamendo import RESOURCES
 
 # The fast MTG mirror, the default of the dataset's own download script (scripts/download/
@@ -72,12 +86,40 @@ def _archive_key(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _unpack_track(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, root: Path, expected: str
+) -> str | None:
+    """Write one track under ``root`` if its sha256 matches; else the problem, in one line.
+
+    The track goes to a temporary name while hashed and is only renamed once it matches; a
+    mismatching one is removed, as is any older copy at its place.
+    """
+    try:
+        target, tmp = root / name, root / f"{name}.part"
+        is_regular_file(target)  # refuses a link on the way before mkdir, and a folder in it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has data
+        with source, open_for_writing(tmp) as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except DownloadError as err:
+        return f"{err} (track {name} skipped)"
+    if digest.hexdigest() == expected:
+        os.replace(tmp, target)
+        return None
+    tmp.unlink()
+    target.unlink(missing_ok=True)
+    return f"bad track {target}: sha256 mismatch (removed)"
+
+
 def unpack(archive: Path, to: Path, track_sums: dict[str, str]) -> list[str]:
     """Unpack the regular files of ``archive`` that the sha256 list names; return problems.
 
-    Links, devices, absolute paths and ``..`` are refused, so nothing lands outside ``to``.
-    Each track is written to a temporary name while hashed and only renamed once it matches;
-    a mismatching one is removed, as is any older copy at its place.
+    Links, devices, absolute paths and ``..`` are refused, and so is a link already inside
+    ``to`` on a track's way, so nothing lands outside ``to``.
     """
     to = Path(to)
     root = to.resolve()
@@ -93,8 +135,7 @@ def unpack(archive: Path, to: Path, track_sums: dict[str, str]) -> list[str]:
                 name = member.name.removeprefix("./")
                 if member.isdir():
                     continue
-                parts = PurePosixPath(name).parts
-                if name.startswith("/") or ".." in parts or "\\" in name or not parts:
+                if not is_plain_relative(name):
                     problems.append(f"unsafe path in {archive.name}: {member.name} (skipped)")
                     continue
                 if not member.isfile():
@@ -108,26 +149,10 @@ def unpack(archive: Path, to: Path, track_sums: dict[str, str]) -> list[str]:
                         f"unexpected file in {archive.name}: {name} (not in the sha256 list, skipped)"
                     )
                     continue
-                target = to / name
-                if not target.parent.resolve().is_relative_to(root):
-                    problems.append(f"unsafe path in {archive.name}: {name} leaves {to} (skipped)")
-                    continue
                 seen.add(name)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(target.name + ".part")
-                digest = hashlib.sha256()
-                source = tar.extractfile(member)
-                assert source is not None  # a regular file always has data
-                with source, open(tmp, "wb") as out:
-                    while chunk := source.read(CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                if digest.hexdigest() == track_sums[name]:
-                    os.replace(tmp, target)
-                else:
-                    tmp.unlink()
-                    target.unlink(missing_ok=True)
-                    problems.append(f"bad track {target}: sha256 mismatch (removed)")
+                problem = _unpack_track(tar, member, name, root, track_sums[name])
+                if problem is not None:
+                    problems.append(problem)
         except (tarfile.TarError, EOFError) as err:
             problems.append(f"corrupt archive {archive}: {err}")
     key = _archive_key(archive.name)
@@ -172,6 +197,28 @@ def _archive_names(tars_list: Path) -> dict[str, str]:
     return sums
 
 
+def _fetch_archive(
+    get: Callable[[str, Path], None], base_url: str, archive: Path, expected: str
+) -> str | None:
+    """Make ``archive`` a copy whose sha256 is ``expected``, fetching it with ``get(url, part)``
+    unless one is there; else the problem, in one line (the bad download is deleted)."""
+    if is_regular_file(archive) and sha256_file(archive) != expected:
+        archive.unlink()  # a stale or damaged copy: fetch it again
+    if is_regular_file(archive):
+        return None
+    part = archive.with_name(archive.name + ".part")
+    get(base_url.rstrip("/") + "/" + archive.name, part)
+    actual = sha256_file(part)
+    if actual != expected:
+        part.unlink()
+        return (
+            f"bad archive {archive.name}: sha256 {actual} != expected {expected}; the download "
+            "was deleted, run the command again"
+        )
+    os.replace(part, archive)
+    return None
+
+
 def download(
     to: Path,
     base_url: str = DEFAULT_BASE_URL,
@@ -184,69 +231,60 @@ def download(
     timeout: float = 60.0,
     retry_wait: float = 2.0,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> list[str]:
     """Download, verify and unpack the selected archives (``"00,01"`` or ``"00-09"``; None: all).
 
     Returns the problems (a bad archive or bad tracks); an empty list means every archive is
-    verified and unpacked. A network failure stops the run with DownloadError, keeping the
-    ``.part`` file so that the next run resumes it.
+    verified and unpacked. A network failure or a link inside ``to`` stops the run with
+    DownloadError, keeping the ``.part`` file so that the next run resumes it.
     """
     to = Path(to)
     tar_sums = _archive_names(Path(sha256_tars or SHA256_TARS))
     track_sums = read_sha256_list(sha256_tracks or SHA256_TRACKS)
     names = _select(list(tar_sums), archives)
     to.mkdir(parents=True, exist_ok=True)
-    verified = to / VERIFIED_DIR
+    root = to.resolve()  # --to may be a link; nothing below it may
+    verified = root / VERIFIED_DIR
+    get = partial(
+        fetch,
+        retries=retries,
+        timeout=timeout,
+        retry_wait=retry_wait,
+        progress=progress,
+    )
     problems: list[str] = []
     for name in names:
         expected = tar_sums[name]
         marker = verified / f"{name}.sha256"
-        if marker.is_file() and marker.read_text().strip() == expected:
+        if is_regular_file(marker) and marker.read_text().strip() == expected:
             log(f"{name}: already verified, skipped")
             continue
-        archive = to / name
-        if archive.exists() and sha256_file(archive) != expected:
-            archive.unlink()  # a stale or damaged copy: fetch it again
-        if not archive.exists():
-            part = to / f"{name}.part"
-            fetch(
-                base_url.rstrip("/") + "/" + name,
-                part,
-                retries=retries,
-                timeout=timeout,
-                retry_wait=retry_wait,
-                progress=progress,
-            )
-            actual = sha256_file(part)
-            if actual != expected:
-                part.unlink()
-                problems.append(
-                    f"bad archive {name}: sha256 {actual} != expected {expected}; the download "
-                    "was deleted, run the command again"
-                )
-                continue
-            os.replace(part, archive)
+        archive = root / name
+        problem = _fetch_archive(get, base_url, archive, expected)
+        if problem is not None:
+            problems.append(problem)
+            continue
         log(f"{name}: sha256 OK, unpacking")
         archive_problems = unpack(archive, to, track_sums)
         if archive_problems:
             problems.extend(archive_problems)
             continue  # keep the verified archive: the next run unpacks it without downloading
         verified.mkdir(exist_ok=True)
-        marker.write_text(expected + "\n")
+        with open_for_writing(marker) as out:
+            out.write(f"{expected}\n".encode())
         if not keep_archives:
             archive.unlink()
         log(f"{name}: tracks verified")
     return problems
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m moodtheme.data download --to DIR``: exit 1 on any bad archive or track."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m moodtheme.data download",
         description="Download, verify and unpack the MTG-Jamendo moodtheme melspec archives "
         "(about 100 tar files). Interrupted downloads resume; verified archives are skipped "
-        "(delete TO/.verified/NAME.sha256 to redo one).",
+        "(delete TO/.verified/NAME.sha256 to redo one). Links below TO are refused.",
     )
     parser.add_argument(
         "--to", type=Path, required=True, help="data root; tracks land in TO/NN/ID.npy"
@@ -273,7 +311,12 @@ def cli(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(list(argv))
+    return parser
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m moodtheme.data download --to DIR``: exit 1 on any bad archive or track."""
+    args = _parser().parse_args(list(argv))
     try:
         existing = next(p for p in (args.to, *args.to.absolute().parents) if p.exists())
         free = shutil.disk_usage(existing).free
@@ -289,10 +332,7 @@ def cli(argv: Sequence[str]) -> int:
             timeout=args.timeout,
             progress=not args.quiet,
         )
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
+    except (DownloadError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for problem in problems:
