@@ -6,11 +6,20 @@ each archive's sha256, unpacks it safely into ``DIR/NN/ID.npy`` and checks each 
 A file that fails a check is deleted, never left in place. Verified archives are recorded in
 ``DIR/.verified/`` and skipped on the next run.
 
-Nothing is read or written through a symbolic link below ``DIR`` (``DIR`` itself may be one)
-nor into a file with another hard link; such a path is refused before any write, with a
-one-line error that names it (tested in tests/test_download.py).
+Against a misbehaving server or folder (each case is tested in tests/test_download.py), with
+a one-line error that names the path or URL:
 
-The transport and the link guards live in ``moodtheme.data.fetch``.
+- Links: nothing is read or written through a symbolic link below ``DIR`` (``DIR`` itself may
+  be one) nor into a file with another hard link; such a path is refused before any write.
+- Size: an archive is never written past the size the server announces nor past
+  ``--max-archive-gb`` (default 2; the track durations put the largest archive at 0.9 GB).
+- Time: each archive has a deadline, retries included (``--deadline``, default one hour);
+  past it the run stops, naming the elapsed time, and keeps the ``.part`` for the next run.
+- Resume: a 206 reply whose Content-Range does not continue the ``.part`` exactly is refused
+  and the ``.part`` kept untouched (bytes of uncertain place are never written; deleting the
+  ``.part`` restarts). A 200 reply to a resume request restarts from zero and says so.
+
+The transport and these guards live in ``moodtheme.data.fetch``.
 """
 
 from __future__ import annotations
@@ -45,6 +54,15 @@ ORIGIN_BASE_URL = (
 SHA256_TARS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tars.txt"
 SHA256_TRACKS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tracks.txt"
 VERIFIED_DIR = ".verified"
+# No archive size is published, so the cap is a ceiling derived from the bundled metadata: a
+# track is 96 float32 mels at 46.875 frames/s, so the split durations put the largest archive
+# at about 0.9 GB (71 GB over the 17,982 tracks with a duration). Were each of the other 504
+# tracks as long as the longest one (66 min), the largest archive would still be under 1.7 GB;
+# tests/test_download.py recomputes that bound. A server announcing more is refused unread.
+DEFAULT_MAX_ARCHIVE_BYTES = 2_000_000_000
+# Enough for the largest archive (~0.9 GB) at 250 kB/s; a stalled or trickling server is cut
+# off instead of holding the run forever. The .part is kept, so a rerun resumes it.
+DEFAULT_DEADLINE = 3600.0
 _ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -230,14 +248,17 @@ def download(
     retries: int = 3,
     timeout: float = 60.0,
     retry_wait: float = 2.0,
+    deadline: float = DEFAULT_DEADLINE,
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[str]:
     """Download, verify and unpack the selected archives (``"00,01"`` or ``"00-09"``; None: all).
 
     Returns the problems (a bad archive or bad tracks); an empty list means every archive is
-    verified and unpacked. A network failure or a link inside ``to`` stops the run with
-    DownloadError, keeping the ``.part`` file so that the next run resumes it.
+    verified and unpacked. A network failure, an expired ``deadline`` (seconds per archive), a
+    refused reply or a link inside ``to`` stops the run with DownloadError, keeping the
+    ``.part`` file so that the next run resumes it (an oversized body excepted).
     """
     to = Path(to)
     tar_sums = _archive_names(Path(sha256_tars or SHA256_TARS))
@@ -248,10 +269,13 @@ def download(
     verified = root / VERIFIED_DIR
     get = partial(
         fetch,
+        deadline=deadline,
+        max_bytes=max_archive_bytes,
         retries=retries,
         timeout=timeout,
         retry_wait=retry_wait,
         progress=progress,
+        log=log,
     )
     problems: list[str] = []
     for name in names:
@@ -284,7 +308,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m moodtheme.data download",
         description="Download, verify and unpack the MTG-Jamendo moodtheme melspec archives "
         "(about 100 tar files). Interrupted downloads resume; verified archives are skipped "
-        "(delete TO/.verified/NAME.sha256 to redo one). Links below TO are refused.",
+        "(delete TO/.verified/NAME.sha256 to redo one). Links below TO are refused; a partial "
+        "reply that does not continue a .part is refused, the .part kept (delete it to restart).",
     )
     parser.add_argument(
         "--to", type=Path, required=True, help="data root; tracks land in TO/NN/ID.npy"
@@ -310,6 +335,20 @@ def _parser() -> argparse.ArgumentParser:
         "--retries", type=int, default=3, help="retries per archive after a dropped connection"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help=f"seconds allowed per archive, retries included (default {DEFAULT_DEADLINE:g}: "
+        "0.9 GB at 250 kB/s); past it the .part is kept and a rerun resumes",
+    )
+    parser.add_argument(
+        "--max-archive-gb",
+        type=float,
+        default=DEFAULT_MAX_ARCHIVE_BYTES / 1e9,
+        help=f"refuse an archive larger than this (default {DEFAULT_MAX_ARCHIVE_BYTES / 1e9:g}; "
+        "the largest official one is estimated at 0.9 GB)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -330,6 +369,8 @@ def cli(argv: Sequence[str]) -> int:
             keep_archives=args.keep_archives,
             retries=args.retries,
             timeout=args.timeout,
+            deadline=args.deadline,
+            max_archive_bytes=max(1, round(args.max_archive_gb * 1e9)),
             progress=not args.quiet,
         )
     except (DownloadError, OSError) as err:
