@@ -649,3 +649,17 @@ def test_partial_reply_to_a_whole_file_request_is_an_error(release):
     ):
         release.run("01")
     assert release.leftovers() == []
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--deadline", "0"), ("--deadline", "nan"), ("--timeout", "inf"), ("--retries", "-1")]
+    + [("--retries", "1.5"), ("--max-archive-gb", "-2")],
+)
+def test_bad_limits_are_refused_in_one_line(release, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        release.cli(flag, value)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"python -m moodtheme.data download: error: argument {flag}: ")
+    assert f"'{value}'" in err[-1] and release.server.requests == []

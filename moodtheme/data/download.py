@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -303,6 +304,18 @@ def download(
     return problems
 
 
+def _number(kind: type[int] | type[float], low: float, text: str) -> float:
+    """An argparse type: a finite ``kind`` value of at least ``low``."""
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+    if not math.isfinite(value) or value < low:
+        raise argparse.ArgumentTypeError(f"must be a number >= {low:g}, got '{text}'")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m moodtheme.data download",
@@ -332,19 +345,27 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-archives", action="store_true", help="keep the .tar files after unpacking"
     )
     parser.add_argument(
-        "--retries", type=int, default=3, help="retries per archive after a dropped connection"
+        "--retries",
+        type=partial(_number, int, 0),
+        default=3,
+        help="retries per archive after a dropped connection (default 3)",
     )
-    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    parser.add_argument(
+        "--timeout",
+        type=partial(_number, float, 0.001),
+        default=60.0,
+        help="seconds one network read may wait (default 60)",
+    )
     parser.add_argument(
         "--deadline",
-        type=float,
+        type=partial(_number, float, 0.001),
         default=DEFAULT_DEADLINE,
         help=f"seconds allowed per archive, retries included (default {DEFAULT_DEADLINE:g}: "
         "0.9 GB at 250 kB/s); past it the .part is kept and a rerun resumes",
     )
     parser.add_argument(
         "--max-archive-gb",
-        type=float,
+        type=partial(_number, float, 1e-9),
         default=DEFAULT_MAX_ARCHIVE_BYTES / 1e9,
         help=f"refuse an archive larger than this (default {DEFAULT_MAX_ARCHIVE_BYTES / 1e9:g}; "
         "the largest official one is estimated at 0.9 GB)",
