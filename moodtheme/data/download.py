@@ -5,26 +5,46 @@
 each archive's sha256, unpacks it safely into ``DIR/NN/ID.npy`` and checks each track's sha256.
 A file that fails a check is deleted, never left in place. Verified archives are recorded in
 ``DIR/.verified/`` and skipped on the next run.
+
+Against a misbehaving server or folder (each case is tested in tests/test_download.py), with
+a one-line error that names the path or URL:
+
+- Links: nothing is read or written through a symbolic link below ``DIR`` (``DIR`` itself may
+  be one) nor into a file with another hard link; such a path is refused before any write.
+- Size: an archive is never written past the size the server announces nor past
+  ``--max-archive-gb`` (default 2; the track durations put the largest archive at 0.9 GB).
+- Time: each archive has a deadline, retries included (``--deadline``, default one hour);
+  past it the run stops, naming the elapsed time, and keeps the ``.part`` for the next run.
+- Resume: a 206 reply whose Content-Range does not continue the ``.part`` exactly is refused
+  and the ``.part`` kept untouched (bytes of uncertain place are never written; deleting the
+  ``.part`` restarts). A 200 reply to a resume request restarts from zero and says so.
+
+The transport and these guards live in ``moodtheme.data.fetch``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
+import math
 import os
 import re
 import shutil
 import sys
 import tarfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
 
+from moodtheme.data.fetch import (
+    CHUNK,
+    DownloadError,
+    fetch,
+    is_plain_relative,
+    is_regular_file,
+    open_for_writing,
+)
 from moodtheme.data.jamendo import RESOURCES
-from moodtheme.progress import Progress
 
 # The fast MTG mirror, the default of the dataset's own download script (scripts/download/
 # download.py, `--from mtg-fast`). The origin server in Spain is slower.
@@ -35,12 +55,16 @@ ORIGIN_BASE_URL = (
 SHA256_TARS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tars.txt"
 SHA256_TRACKS = RESOURCES / "download" / "autotagging_moodtheme_melspecs_sha256_tracks.txt"
 VERIFIED_DIR = ".verified"
-_CHUNK = 1 << 20
-_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
-
-
-class DownloadError(RuntimeError):
-    """A download that cannot go on; the message names the archive or URL and what to do."""
+# No archive size is published, so the cap is a ceiling derived from the bundled metadata: a
+# track is 96 float32 mels at 46.875 frames/s, so the split durations put the largest archive
+# at about 0.9 GB (71 GB over the 17,982 tracks with a duration). Were each of the other 504
+# tracks as long as the longest one (66 min), the largest archive would still be under 1.7 GB;
+# tests/test_download.py recomputes that bound. A server announcing more is refused unread.
+DEFAULT_MAX_ARCHIVE_BYTES = 2_000_000_000
+# Enough for the largest archive (~0.9 GB) at 250 kB/s; a stalled or trickling server is cut
+# off instead of holding the run forever. The .part is kept, so a rerun resumes it.
+DEFAULT_DEADLINE = 3600.0
+_ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def read_sha256_list(path: Path) -> dict[str, str]:
@@ -71,80 +95,9 @@ def read_sha256_list(path: Path) -> dict[str, str]:
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _content_range_start(header: str | None) -> int | None:
-    match = re.match(r"bytes (\d+)-", header or "")
-    return int(match.group(1)) if match else None
-
-
-def fetch(
-    url: str,
-    part: Path,
-    *,
-    retries: int = 3,
-    timeout: float = 60.0,
-    retry_wait: float = 2.0,
-    progress: bool = True,
-) -> None:
-    """Download ``url`` into ``part``, resuming from the bytes already there (HTTP Range).
-
-    A connection that drops early is retried from where it stopped, at most ``retries`` times;
-    the ``.part`` file stays for the next run if every attempt fails. Integrity is the caller's
-    sha256 check: a server that ignores Range restarts the file from zero.
-    """
-    part = Path(part)
-    last_error: Exception | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(retry_wait * attempt)
-        have = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                if have and (
-                    response.status != 206
-                    or _content_range_start(response.headers.get("Content-Range")) != have
-                ):
-                    have = 0  # the server sent the whole file, not the rest of it
-                length = response.headers.get("Content-Length")
-                expected = int(length) if length is not None else None
-                bar = None
-                if progress:
-                    total = have + expected if expected is not None else None
-                    bar = Progress(total, PurePosixPath(url).name, unit="B", done=have)
-                received = 0
-                try:
-                    with open(part, "ab" if have else "wb") as out:
-                        while chunk := response.read(_CHUNK):
-                            out.write(chunk)
-                            received += len(chunk)
-                            if bar is not None:
-                                bar.update(len(chunk))
-                finally:
-                    if bar is not None:
-                        bar.close()
-                if expected is not None and received < expected:
-                    raise ConnectionError(f"connection closed after {received} of {expected} bytes")
-                return
-        except urllib.error.HTTPError as err:
-            if err.code == 416 and have:
-                return  # nothing left to send: the .part is complete (the sha256 check decides)
-            if err.code < 500 and err.code != 429:
-                raise DownloadError(
-                    f"{url}: HTTP {err.code} {err.reason}; check --base-url "
-                    f"(default {DEFAULT_BASE_URL})"
-                ) from None
-            last_error = err
-        except _NETWORK_ERRORS as err:
-            last_error = err
-    raise DownloadError(
-        f"{url}: download failed after {retries + 1} attempts ({last_error}); "
-        f"run the command again to resume from {part}"
-    )
 
 
 def _archive_key(name: str) -> str | None:
@@ -152,12 +105,40 @@ def _archive_key(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _unpack_track(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, root: Path, expected: str
+) -> str | None:
+    """Write one track under ``root`` if its sha256 matches; else the problem, in one line.
+
+    The track goes to a temporary name while hashed and is only renamed once it matches; a
+    mismatching one is removed, as is any older copy at its place.
+    """
+    try:
+        target, tmp = root / name, root / f"{name}.part"
+        is_regular_file(target)  # refuses a link on the way before mkdir, and a folder in it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has data
+        with source, open_for_writing(tmp) as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except DownloadError as err:
+        return f"{err} (track {name} skipped)"
+    if digest.hexdigest() == expected:
+        os.replace(tmp, target)
+        return None
+    tmp.unlink()
+    target.unlink(missing_ok=True)
+    return f"bad track {target}: sha256 mismatch (removed)"
+
+
 def unpack(archive: Path, to: Path, track_sums: dict[str, str]) -> list[str]:
     """Unpack the regular files of ``archive`` that the sha256 list names; return problems.
 
-    Links, devices, absolute paths and ``..`` are refused, so nothing lands outside ``to``.
-    Each track is written to a temporary name while hashed and only renamed once it matches;
-    a mismatching one is removed, as is any older copy at its place.
+    Links, devices, absolute paths and ``..`` are refused, and so is a link already inside
+    ``to`` on a track's way, so nothing lands outside ``to``.
     """
     to = Path(to)
     root = to.resolve()
@@ -173,8 +154,7 @@ def unpack(archive: Path, to: Path, track_sums: dict[str, str]) -> list[str]:
                 name = member.name.removeprefix("./")
                 if member.isdir():
                     continue
-                parts = PurePosixPath(name).parts
-                if name.startswith("/") or ".." in parts or "\\" in name or not parts:
+                if not is_plain_relative(name):
                     problems.append(f"unsafe path in {archive.name}: {member.name} (skipped)")
                     continue
                 if not member.isfile():
@@ -188,26 +168,10 @@ def unpack(archive: Path, to: Path, track_sums: dict[str, str]) -> list[str]:
                         f"unexpected file in {archive.name}: {name} (not in the sha256 list, skipped)"
                     )
                     continue
-                target = to / name
-                if not target.parent.resolve().is_relative_to(root):
-                    problems.append(f"unsafe path in {archive.name}: {name} leaves {to} (skipped)")
-                    continue
                 seen.add(name)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(target.name + ".part")
-                digest = hashlib.sha256()
-                source = tar.extractfile(member)
-                assert source is not None  # a regular file always has data
-                with source, open(tmp, "wb") as out:
-                    while chunk := source.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                if digest.hexdigest() == track_sums[name]:
-                    os.replace(tmp, target)
-                else:
-                    tmp.unlink()
-                    target.unlink(missing_ok=True)
-                    problems.append(f"bad track {target}: sha256 mismatch (removed)")
+                problem = _unpack_track(tar, member, name, root, track_sums[name])
+                if problem is not None:
+                    problems.append(problem)
         except (tarfile.TarError, EOFError) as err:
             problems.append(f"corrupt archive {archive}: {err}")
     key = _archive_key(archive.name)
@@ -240,6 +204,40 @@ def _select(names: list[str], wanted: str | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+def _archive_names(tars_list: Path) -> dict[str, str]:
+    """The archive sha256 list; every name must be a plain file name, kept inside --to."""
+    sums = read_sha256_list(tars_list)
+    for name in sums:
+        if not _ARCHIVE_NAME.fullmatch(name):
+            raise DownloadError(
+                f"{tars_list}: archive name '{name}' is not a plain file name (letters, digits, "
+                "'.', '_', '-'), so it could land outside --to; fix the list"
+            )
+    return sums
+
+
+def _fetch_archive(
+    get: Callable[[str, Path], None], base_url: str, archive: Path, expected: str
+) -> str | None:
+    """Make ``archive`` a copy whose sha256 is ``expected``, fetching it with ``get(url, part)``
+    unless one is there; else the problem, in one line (the bad download is deleted)."""
+    if is_regular_file(archive) and sha256_file(archive) != expected:
+        archive.unlink()  # a stale or damaged copy: fetch it again
+    if is_regular_file(archive):
+        return None
+    part = archive.with_name(archive.name + ".part")
+    get(base_url.rstrip("/") + "/" + archive.name, part)
+    actual = sha256_file(part)
+    if actual != expected:
+        part.unlink()
+        return (
+            f"bad archive {archive.name}: sha256 {actual} != expected {expected}; the download "
+            "was deleted, run the command again"
+        )
+    os.replace(part, archive)
+    return None
+
+
 def download(
     to: Path,
     base_url: str = DEFAULT_BASE_URL,
@@ -251,70 +249,80 @@ def download(
     retries: int = 3,
     timeout: float = 60.0,
     retry_wait: float = 2.0,
+    deadline: float = DEFAULT_DEADLINE,
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> list[str]:
     """Download, verify and unpack the selected archives (``"00,01"`` or ``"00-09"``; None: all).
 
     Returns the problems (a bad archive or bad tracks); an empty list means every archive is
-    verified and unpacked. A network failure stops the run with DownloadError, keeping the
-    ``.part`` file so that the next run resumes it.
+    verified and unpacked. A network failure, an expired ``deadline`` (seconds per archive), a
+    refused reply or a link inside ``to`` stops the run with DownloadError, keeping the
+    ``.part`` file so that the next run resumes it (an oversized body excepted).
     """
     to = Path(to)
-    tar_sums = read_sha256_list(sha256_tars or SHA256_TARS)
+    tar_sums = _archive_names(Path(sha256_tars or SHA256_TARS))
     track_sums = read_sha256_list(sha256_tracks or SHA256_TRACKS)
     names = _select(list(tar_sums), archives)
     to.mkdir(parents=True, exist_ok=True)
-    verified = to / VERIFIED_DIR
+    root = to.resolve()  # --to may be a link; nothing below it may
+    verified = root / VERIFIED_DIR
+    get = partial(
+        fetch,
+        deadline=deadline,
+        max_bytes=max_archive_bytes,
+        retries=retries,
+        timeout=timeout,
+        retry_wait=retry_wait,
+        progress=progress,
+        log=log,
+    )
     problems: list[str] = []
     for name in names:
         expected = tar_sums[name]
         marker = verified / f"{name}.sha256"
-        if marker.is_file() and marker.read_text().strip() == expected:
+        if is_regular_file(marker) and marker.read_text().strip() == expected:
             log(f"{name}: already verified, skipped")
             continue
-        archive = to / name
-        if archive.exists() and sha256_file(archive) != expected:
-            archive.unlink()  # a stale or damaged copy: fetch it again
-        if not archive.exists():
-            part = to / f"{name}.part"
-            fetch(
-                base_url.rstrip("/") + "/" + name,
-                part,
-                retries=retries,
-                timeout=timeout,
-                retry_wait=retry_wait,
-                progress=progress,
-            )
-            actual = sha256_file(part)
-            if actual != expected:
-                part.unlink()
-                problems.append(
-                    f"bad archive {name}: sha256 {actual} != expected {expected}; the download "
-                    "was deleted, run the command again"
-                )
-                continue
-            os.replace(part, archive)
+        archive = root / name
+        problem = _fetch_archive(get, base_url, archive, expected)
+        if problem is not None:
+            problems.append(problem)
+            continue
         log(f"{name}: sha256 OK, unpacking")
         archive_problems = unpack(archive, to, track_sums)
         if archive_problems:
             problems.extend(archive_problems)
             continue  # keep the verified archive: the next run unpacks it without downloading
         verified.mkdir(exist_ok=True)
-        marker.write_text(expected + "\n")
+        with open_for_writing(marker) as out:
+            out.write(f"{expected}\n".encode())
         if not keep_archives:
             archive.unlink()
         log(f"{name}: tracks verified")
     return problems
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m moodtheme.data download --to DIR``: exit 1 on any bad archive or track."""
+def _number(kind: type[int] | type[float], low: float, text: str) -> float:
+    """An argparse type: a finite ``kind`` value of at least ``low``."""
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+    if not math.isfinite(value) or value < low:
+        raise argparse.ArgumentTypeError(f"must be a number >= {low:g}, got '{text}'")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m moodtheme.data download",
         description="Download, verify and unpack the MTG-Jamendo moodtheme melspec archives "
         "(about 100 tar files). Interrupted downloads resume; verified archives are skipped "
-        "(delete TO/.verified/NAME.sha256 to redo one).",
+        "(delete TO/.verified/NAME.sha256 to redo one). Links below TO are refused; a partial "
+        "reply that does not continue a .part is refused, the .part kept (delete it to restart).",
     )
     parser.add_argument(
         "--to", type=Path, required=True, help="data root; tracks land in TO/NN/ID.npy"
@@ -337,11 +345,38 @@ def cli(argv: Sequence[str]) -> int:
         "--keep-archives", action="store_true", help="keep the .tar files after unpacking"
     )
     parser.add_argument(
-        "--retries", type=int, default=3, help="retries per archive after a dropped connection"
+        "--retries",
+        type=partial(_number, int, 0),
+        default=3,
+        help="retries per archive after a dropped connection (default 3)",
     )
-    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    parser.add_argument(
+        "--timeout",
+        type=partial(_number, float, 0.001),
+        default=60.0,
+        help="seconds one network read may wait (default 60)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=partial(_number, float, 0.001),
+        default=DEFAULT_DEADLINE,
+        help=f"seconds allowed per archive, retries included (default {DEFAULT_DEADLINE:g}: "
+        "0.9 GB at 250 kB/s); past it the .part is kept and a rerun resumes",
+    )
+    parser.add_argument(
+        "--max-archive-gb",
+        type=partial(_number, float, 1e-9),
+        default=DEFAULT_MAX_ARCHIVE_BYTES / 1e9,
+        help=f"refuse an archive larger than this (default {DEFAULT_MAX_ARCHIVE_BYTES / 1e9:g}; "
+        "the largest official one is estimated at 0.9 GB)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(list(argv))
+    return parser
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m moodtheme.data download --to DIR``: exit 1 on any bad archive or track."""
+    args = _parser().parse_args(list(argv))
     try:
         existing = next(p for p in (args.to, *args.to.absolute().parents) if p.exists())
         free = shutil.disk_usage(existing).free
@@ -355,12 +390,11 @@ def cli(argv: Sequence[str]) -> int:
             keep_archives=args.keep_archives,
             retries=args.retries,
             timeout=args.timeout,
+            deadline=args.deadline,
+            max_archive_bytes=max(1, round(args.max_archive_gb * 1e9)),
             progress=not args.quiet,
         )
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
+    except (DownloadError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for problem in problems:
