@@ -9,7 +9,7 @@ Builds a temporary dataset of realistic tracks (96 x ~10,000 frames, ~220 s), th
 2. DataLoader samples/s (``make_loader`` + ``MelspecDataset``) for 0, 1 and 2 workers with
    the training transform (random crop, resized crop, SpecAugment) and with a bare crop.
 
-3. with ``--presets``, each preset's own training loader (`train.make_datasets` +
+3. with ``--presets``, each preset's own training loader (`data.loaders.make_datasets` +
    `make_loader`, no worker processes, one torch thread) on a synthetic dataset written at the
    real track lengths (`synth.generate(real_durations=True)`) or on ``--data``: tracks/s per
    CPU-second (what one core delivers, whatever else the machine runs) and per wall second,
@@ -40,8 +40,8 @@ from moodtheme.augment import TrainTransform, first_frames
 from moodtheme.config import AugmentConfig, build_config
 from moodtheme.data import synth
 from moodtheme.data.jamendo import SUBSETS, SplitTable, read_split
+from moodtheme.data.loaders import make_datasets
 from moodtheme.data.melspec import MelspecDataset, make_loader, open_melspec
-from moodtheme.train import make_datasets
 
 
 def make_tracks(root: Path, tracks: int, frames: int, seed: int) -> SplitTable:
