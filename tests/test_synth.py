@@ -480,9 +480,9 @@ def test_an_unknown_signature_layout_is_refused_by_name(tmp_path: Path) -> None:
 
 def test_cache_key_changes_with_every_parameter() -> None:
     base = dict(tracks=1200, scale=0.06, seed=0, split=0)
-    keys = {synth._cache_key(**base)}
+    keys = {synth.cache._cache_key(**base)}
     for name, value in (("tracks", 1000), ("scale", 0.05), ("seed", 1), ("split", 2)):
-        keys.add(synth._cache_key(**{**base, name: value}))
+        keys.add(synth.cache._cache_key(**{**base, name: value}))
     assert len(keys) == 5
 
 

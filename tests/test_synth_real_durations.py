@@ -42,7 +42,7 @@ def test_the_command_line_passes_the_option_on(tmp_path, monkeypatch, capsys):
         seen.update(kwargs)
         raise synth.SynthError("stopped here")
 
-    monkeypatch.setattr(synth, "generate", generate)
+    monkeypatch.setattr(synth.command, "generate", generate)  # the name cli calls
     assert synth.cli(["--to", str(tmp_path / "a"), "--real-durations"]) == 1
     assert seen["real_durations"] is True
     assert synth.cli(["--to", str(tmp_path / "b")]) == 1
