@@ -8,10 +8,11 @@ import time
 import pandas as pd
 import pytest
 
+from tune import ray_adapter
 from tune.ray_adapter import TrialRecord
-from tune.search import reconcile_children
+from tune.search import RunOptions, reconcile_children, run_trials
 from tune.spec import TrialSpec
-from tune.tracking import STATE_TAG, Tracker, TrackingError, resolve_uri
+from tune.tracking import STATE_TAG, Tracker, TrackingError, redact, resolve_uri
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
     assert resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_uri(None) == "http://127.0.0.1:5000"
+    (tmp_path / "x").mkdir()
     assert resolve_uri("sqlite:///x/m.db") == f"sqlite:///{tmp_path / 'x' / 'm.db'}"
 
 
@@ -132,3 +134,46 @@ def test_experiments_open_on_the_runs_table_and_the_hint_says_how(tracker, store
     server = Tracker("http://127.0.0.1:5999", "x")
     server._experiment_id = "7"
     assert server.browse_hint() == ["MLflow runs: http://127.0.0.1:5999/#/experiments/7/runs"]
+
+
+def test_bad_sqlite_uris_are_refused_in_one_line_before_ray_starts(tmp_path, monkeypatch):
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray_adapter, "connect", no_ray)
+    missing = tmp_path / "missing" / "deeper"
+    for uri, said in (
+        ("sqlite:///", "needs a file"),
+        (f"sqlite:///{missing}/mlflow.db", f"folder {missing} does not exist; create it"),
+    ):
+        options = RunOptions(name="bad", storage=str(tmp_path / "results"), mlflow_uri=uri)
+        with pytest.raises(TrackingError, match=said) as caught:
+            run_trials([], options=options)
+        assert "\n" not in str(caught.value)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_credentials_are_split_off_redacted_and_never_pickled():
+    import pickle
+
+    from tune.trial import TrialContext
+
+    uri = "http://alice:p%40ss@mlflow.example:5000/"
+    assert redact(uri) == "http://alice:***@mlflow.example:5000/"
+    assert redact("https://h/x?token=abc&a=1") == "https://h/x?token=***&a=1"
+    tracker = Tracker(uri, "e")
+    assert tracker.uri == "http://mlflow.example:5000/"
+    assert tracker.auth == {
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": "p@ss",
+    }
+    assert b"p@ss" not in pickle.dumps(tracker)  # Tune writes its callbacks to tuner.pkl
+    context = pickle.loads(pickle.dumps(TrialContext("quick", {}, "m", tracker=tracker,
+                                                     parent_run_id="p")))  # fmt: skip
+    assert context.open_tracker().auth == tracker.auth  # the trials get them in memory
+    assert "p@ss" not in repr(context)
+    resumed = Tracker("http://mlflow.example:5000/", "e")
+    resumed.use_credentials_of("http://other:x@elsewhere:5000/")
+    assert resumed.auth == {}
+    resumed.use_credentials_of(uri)
+    assert resumed.auth == tracker.auth
