@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
 
 import pandas as pd
 import pytest
 
 from tune import ray_adapter
+from tune.outbox import Courier, Outbox, settle
 from tune.ray_adapter import TrialRecord
 from tune.search import RunOptions, reconcile_children, run_trials
 from tune.spec import TrialSpec
@@ -137,10 +139,8 @@ def test_experiments_open_on_the_runs_table_and_the_hint_says_how(tracker, store
 
 
 def test_bad_sqlite_uris_are_refused_in_one_line_before_ray_starts(tmp_path, monkeypatch):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(ray_adapter, "connect", no_ray)
+    started = []  # the preflight runs beside Ray's start: its errors come after it
+    monkeypatch.setattr(ray_adapter, "connect", lambda *a, **k: started.append(a) or False)
     missing = tmp_path / "missing" / "deeper"
     for uri, said in (
         ("sqlite:///", "needs a file"),
@@ -150,6 +150,7 @@ def test_bad_sqlite_uris_are_refused_in_one_line_before_ray_starts(tmp_path, mon
         with pytest.raises(TrackingError, match=said) as caught:
             run_trials([], options=options)
         assert "\n" not in str(caught.value)
+    assert not started
     assert not (tmp_path / "missing").exists()
 
 
@@ -177,3 +178,50 @@ def test_credentials_are_split_off_redacted_and_never_pickled():
     assert resumed.auth == {}
     resumed.use_credentials_of(uri)
     assert resumed.auth == tracker.auth
+
+
+def _outbox_of_a_trial(trial_id: str) -> Outbox:
+    outbox = Outbox(trial_id)
+    outbox.open(f"trial_{trial_id}", {"optim.lr": 0.01}, {"arm": "a"})
+    outbox.metrics({"val_pr_auc_macro": 0.5, "epoch": 1}, step=1)
+    outbox.metrics({"val_pr_auc_macro": 0.6, "epoch": 2}, step=2)
+    return outbox
+
+
+def test_an_outbox_sent_again_from_a_checkpoint_doubles_nothing(tracker, tmp_path):
+    parent = tracker.start_parent("search", {})
+    outbox = _outbox_of_a_trial("t9")
+    outbox.save(tmp_path)  # the checkpoint's copy: nothing acknowledged yet
+    courier = Courier(tracker, parent)
+    courier.add(outbox)
+    assert courier.send(wait_s=60) and outbox.pending == 0
+    # The driver, once the trial has ended, sends the checkpoint's copy again.
+    again = Courier(tracker, parent)
+    settle(again, "t9", "trial_t9", tmp_path, "completed")
+    assert again.drain()
+    [child] = tracker.children(parent)
+    history = tracker.client.get_metric_history(child.info.run_id, "val_pr_auc_macro")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6)]
+    assert child.data.params["optim.lr"] == "0.01" and child.data.tags["arm"] == "a"
+    assert tracker.client.get_run(child.info.run_id).data.tags[STATE_TAG] == "completed"
+
+
+def test_a_locked_store_costs_a_trial_seconds_and_loses_nothing(tracker, store):
+    parent = tracker.start_parent("search", {})
+    outbox = _outbox_of_a_trial("t10")
+    courier = Courier(tracker, parent)
+    courier.add(outbox)
+    lock = sqlite3.connect(store.removeprefix("sqlite:///"), isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another process holds the store (MLflow waits 20 s)
+    try:
+        started = time.monotonic()
+        assert not courier.send(wait_s=1)
+        assert time.monotonic() - started < 10
+        outbox.finish("completed")  # journaled while the store is locked
+    finally:
+        lock.execute("ROLLBACK")
+    assert courier.drain(wait_s=60)
+    [child] = tracker.children(parent)
+    history = tracker.client.get_metric_history(child.info.run_id, "val_pr_auc_macro")
+    assert [m.step for m in history] == [1, 2]
+    assert child.data.tags[STATE_TAG] == "completed"
