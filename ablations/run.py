@@ -36,9 +36,10 @@ from ablations.suite import (
 )
 from ablations.trials import main_preset, tune_round
 from moodtheme.data.jamendo import load_tags
+from tune import outbox
 from tune.search import RunOptions
 from tune.space import Resources
-from tune.tracking import Tracker, resolve_uri
+from tune.tracking import Tracker, resolve_uri, split_credentials
 
 RESULTS_DIR = Path("ablations/results")
 PLAN_FILE = "plan.json"
@@ -236,7 +237,9 @@ def _plan(
     plan = plan_suite(select(settings.names), settings.budget, seeds, shared, probe_model)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not options.resume:
-        run = {"storage": options.storage, "mlflow_uri": options.mlflow_uri}
+        # Credentials in the URI stay in memory; a resume is given them again.
+        uri = split_credentials(options.mlflow_uri)[0] if options.mlflow_uri else None
+        run = {"storage": options.storage, "mlflow_uri": uri}
         (run_dir / PLAN_FILE).write_text(
             json.dumps(
                 {"settings": asdict(settings), "run": run, "plan": plan.to_dict()},
@@ -269,15 +272,16 @@ def _log_report(
     options: RunOptions, parent_id: str, files: Mapping[str, Path], effects: Sequence[Effect]
 ) -> None:
     tracker = Tracker(options.mlflow_uri, options.name or "")
+    # MLflow off the critical path: a few seconds at most, the report is on disk anyway.
     for path in files.values():
-        tracker.log_artifact(parent_id, path, "report")
+        outbox.attempt(tracker.log_artifact, parent_id, path, "report")
     metrics = {}
     for e in effects:
         for metric, row in e.metrics.items():
             metrics[f"delta_{metric}.{e.name}"] = row.delta
             metrics[f"p_adjusted_{metric}.{e.name}"] = row.p_adjusted
     if metrics:
-        tracker.log_metrics(parent_id, metrics, step=0)
+        outbox.attempt(tracker.log_metrics, parent_id, metrics, 0)
 
 
 if __name__ == "__main__":

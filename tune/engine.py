@@ -8,6 +8,7 @@ same for both, so both get the same preflight, storage, resume, retries and MLfl
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +19,13 @@ from typing import Any
 import pandas as pd
 
 from moodtheme.config import ConfigError, build_config
-from tune import preflight, ray_adapter
+from tune import outbox, preflight, ray_adapter
 from tune.manifest import ManifestError, differences, read_manifest, write_manifest
 from tune.ray_adapter import TrialRecord, TuneJob
 from tune.seed_noise import SeedNoise, Separation
 from tune.space import Resources
 from tune.summary import Summary, write_summary
-from tune.tracking import Tracker
+from tune.tracking import Tracker, resolve_uri
 from tune.trial import TrialContext, run_trial
 
 STUDY_DB = "optuna.db"
@@ -113,6 +114,8 @@ def execute(
             "or --name NEW to start another"
         )
     manifest = _checked_manifest(exp_dir, plan, options) if options.resume else None
+    if options.tracking and manifest is None:
+        resolve_uri(options.mlflow_uri)  # a bad sqlite path is refused before Ray starts
 
     started_ray = False
     try:
@@ -134,8 +137,8 @@ def execute(
                 job, resume=options.resume, retry_errored=options.retry_errored
             )
         except BaseException:  # a failure, or a second Ctrl-C that cut Tune short
-            if tracker is not None and parent_id is not None:
-                tracker.finish_parent(parent_id, failed=True)  # --resume reopens it
+            if tracker is not None and parent_id is not None:  # --resume reopens it
+                outbox.attempt(tracker.finish_parent, parent_id, True)
             raise
     finally:
         if started_ray:
@@ -269,6 +272,7 @@ def _preflight(
     tracker = None
     if manifest is not None and manifest.get("mlflow_uri"):
         tracker = Tracker(manifest["mlflow_uri"], manifest["experiment"])
+        tracker.use_credentials_of(options.mlflow_uri)  # never recorded: given again
     elif manifest is None and options.tracking:
         tracker = Tracker(options.mlflow_uri, plan.experiment or plan.name)
     if tracker is not None:
@@ -309,38 +313,53 @@ def _finish(
         tracker=tracker,
     )
     if tracker is not None and parent_id is not None:
-        reconcile_children(tracker, parent_id, records)
-        for path in summary.files:
-            tracker.log_artifact(parent_id, path, "summary")
+        delivered = reconcile_children(tracker, parent_id, records)
         best = outcome.best
+        local = None
         if best is not None and best.checkpoint and not interrupted:
             local = ray_adapter.fetch_checkpoint(best.checkpoint, out_dir / "best_checkpoint")
-            tracker.log_artifact(parent_id, local, "best_checkpoint")
-            tracker.set_tags(parent_id, {"best_trial": best.name, "best_trial_id": best.trial_id})
-        if not interrupted:
-            tracker.finish_parent(parent_id)
+
+        def log_parent() -> None:  # a resume logs it again if MLflow does not answer
+            for path in summary.files:
+                tracker.log_artifact(parent_id, path, "summary")
+            if best is not None and local is not None:
+                tracker.log_artifact(parent_id, local, "best_checkpoint")
+                tags = {"best_trial": best.name, "best_trial_id": best.trial_id}
+                tracker.set_tags(parent_id, tags)
+            if not interrupted:
+                tracker.finish_parent(parent_id)
+
+        if delivered:  # else MLflow is down: not worth a wait
+            outbox.attempt(log_parent, wait_s=120)
     return outcome
 
 
-def reconcile_children(tracker: Tracker, parent_id: str, records: Sequence[TrialRecord]) -> None:
-    """Exactly one child run per trial, each ended with its trial's state, whatever was
-    interrupted or retried on the way (a trial that failed before it could log, a driver
-    killed between a trial's end and its callback)."""
-    children: dict[str, list[Any]] = {}
-    for run in tracker.children(parent_id):
-        children.setdefault(run.data.tags.get("tune_trial_id", ""), []).append(run)
+def reconcile_children(tracker: Tracker, parent_id: str, records: Sequence[TrialRecord]) -> bool:
+    """Exactly one child run per trial, each with its full history and ended with its
+    trial's state, whatever was interrupted, retried or unsent on the way (a trial that
+    failed before it could log, MLflow down while trials ran); see `tune.outbox`. What
+    MLflow does not take within a few seconds stays in the checkpoints for a resume.
+    Returns whether MLflow took everything."""
+    courier = outbox.Courier(tracker, parent_id)
     for record in records:
-        runs = children.get(record.trial_id, [])
-        if not runs:
-            run_id = tracker.child_run(
-                parent_id, record.trial_id, record.name, dict(record.spec.overrides)
-            )
-        else:
-            run_id = runs[0].info.run_id
-        if record.state != "unfinished":
-            current = runs[0].data.tags.get("trial_state") if runs else None
-            if current != record.state:
-                tracker.finish(run_id, record.state)
+        tags = {ray_adapter.TRIAL_ERROR: record.error} if record.state == "errored" else {}
+        outbox.settle(
+            courier,
+            record.trial_id,
+            record.name,
+            record.checkpoint,
+            record.state,
+            {k: v for k, v in tags.items() if v},
+            dict(record.spec.overrides),
+        )
+    if not courier.drain():
+        print(
+            f"MLflow at {tracker.uri} did not take every trial's events ({courier.failure}); "
+            "they are kept in the trials' checkpoints: --resume sends them",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def study_url(exp_dir: str, name: str) -> str:

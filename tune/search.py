@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from moodtheme.config import ConfigError, build_config
-from tune import preflight, ray_adapter
+from tune import outbox, preflight, ray_adapter
 from tune.engine import Outcome, Plan, RunOptions, SearchError, execute, study_url
 from tune.manifest import file_sha256
 from tune.ray_adapter import AshaPlan, OptunaPlan, TrialRecord
@@ -190,10 +190,13 @@ def _record_seed_noise(outcome: Outcome) -> None:
         path.write_text(json.dumps(record, indent=2, default=str))
         outcome.summary.files.append(path)
         if outcome.tracker is not None and outcome.parent_run_id:
-            outcome.tracker.log_artifact(outcome.parent_run_id, path, "summary")
+            outbox.attempt(outcome.tracker.log_artifact, outcome.parent_run_id, path, "summary")
     if outcome.tracker is not None and outcome.parent_run_id and outcome.noise is not None:
-        outcome.tracker.log_metrics(
-            outcome.parent_run_id, {"seed_noise_sd": outcome.noise.sd}, step=0
+        outbox.attempt(
+            outcome.tracker.log_metrics,
+            outcome.parent_run_id,
+            {"seed_noise_sd": outcome.noise.sd},
+            0,
         )
 
 

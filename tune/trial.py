@@ -1,9 +1,12 @@
 """One trial inside a Ray worker: `moodtheme.train.fit` driven through its epoch callback.
 
-Each epoch the callback checks that the metric is finite, logs the epoch's metrics to the
-trial's MLflow run, and reports them to Ray Tune with a checkpoint: a copy of the trainer's
-checkpoint directory plus ``trial.json`` (the MLflow run id and the epoch), so a retried or
-resumed trial continues both the training and the same MLflow run.
+Each epoch the callback checks that the metric is finite, journals the epoch's metrics in the
+trial's MLflow outbox (`tune.outbox`), and reports them to Ray Tune with a checkpoint: a copy
+of the trainer's checkpoint directory plus ``trial.json`` (the MLflow run id and the epoch)
+and the outbox, so a retried or resumed trial continues both the training and the same
+MLflow run. The outbox is sent once the checkpoint is reported (an epoch MLflow has seen is
+never trained again), waiting for MLflow a few seconds at most; what it could not send, the
+driver sends when the trial ends.
 
 The last epoch is reported after `fit` returns, together with the kept model's scores
 (``kept_*``: the trainer's validation and test scores of the weights early stopping kept,
@@ -20,11 +23,12 @@ import math
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tune import ray_adapter
+from tune.outbox import WAIT_S, Courier, Outbox, read_outbox
 from tune.spec import spec_of
 from tune.tracking import Tracker
 
@@ -47,6 +51,20 @@ class TrialContext:
     gpu_fraction: float = 0.0
     tracker: Tracker | None = None
     parent_run_id: str | None = None
+    # The tracker's credentials: pickled with the context into Ray's object store (memory),
+    # never with the tracker itself, which Tune also writes to disk with its callbacks.
+    tracking_auth: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tracker is not None and self.tracker.auth and not self.tracking_auth:
+            object.__setattr__(self, "tracking_auth", dict(self.tracker.auth))
+
+    def open_tracker(self) -> Tracker | None:
+        """The tracker, with its credentials, in a trial's process; None when not tracked."""
+        if self.tracker is None or not self.parent_run_id:
+            return None
+        self.tracker.auth = dict(self.tracking_auth)
+        return self.tracker
 
 
 def deterministic_errors() -> tuple[type[Exception], ...]:
@@ -107,14 +125,13 @@ def _train_trial(config: dict[str, Any], context: TrialContext) -> None:
     spec = spec_of(config)
     overrides, name = spec.overrides, spec.name or ray_adapter.trial_name()
     cfg = build_config(context.preset, {**context.fixed, **overrides})
-    run_id = saved.get("mlflow_run_id")
-    tracker = context.tracker if context.parent_run_id else None
-    if tracker is not None and run_id:
-        tracker.reopen(run_id)
-    elif tracker is not None:
-        run_id = tracker.child_run(
-            context.parent_run_id, ray_adapter.trial_id(), name, cfg.flat(), dict(spec.tags)
-        )
+    tracker = context.open_tracker()
+    courier = None
+    if tracker is not None:
+        courier = Courier(tracker, str(context.parent_run_id))
+        outbox = courier.add(_outbox(restored, name, cfg.flat(), dict(spec.tags)))
+        courier.send()
+    run_id = saved.get("mlflow_run_id") or (outbox.run_id if courier else None)
 
     where = {
         **ray_adapter.placement(),
@@ -135,15 +152,17 @@ def _train_trial(config: dict[str, Any], context: TrialContext) -> None:
                 f"epoch {report.epoch}: metric {context.metric} is {value}; the trial cannot "
                 "be ranked (check the learning rate and the data)"
             )
-        if tracker is not None:
-            tracker.log_metrics(run_id, metrics, step=report.epoch)
+        if courier is not None:
+            outbox.metrics(metrics, step=report.epoch)
         checkpoint = _stage(report.checkpoint_dir, staging / f"epoch_{report.epoch:04d}")
-        _write_trial_file(checkpoint, run_id, report.epoch, name)
+        _write_trial_file(checkpoint, run_id, report.epoch, name, courier)
         last.clear()
         last.update(metrics=metrics, checkpoint=checkpoint)
         if report.epoch < cfg.optim.epochs:
             ray_adapter.report({**metrics, **where}, checkpoint_dir=checkpoint)
             shutil.rmtree(checkpoint, ignore_errors=True)
+            if courier is not None:
+                courier.send()
 
     run_dir = trial_dir / "run"
     result = fit(cfg, run_dir, callback=on_epoch, resume_from=restored)
@@ -155,23 +174,38 @@ def _train_trial(config: dict[str, Any], context: TrialContext) -> None:
         metrics = {k: float(v) for k, v in history.items()}
         metrics["epoch"] = int(metrics.get("epoch", cfg.optim.epochs))
         checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
-        _write_trial_file(checkpoint, run_id, metrics["epoch"], name)
     else:
         metrics, checkpoint = last["metrics"], last["checkpoint"]
         if not checkpoint.exists():
             checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
-            _write_trial_file(checkpoint, run_id, metrics["epoch"], name)
     for output in RUN_OUTPUTS:
         if (run_dir / output).exists():
             shutil.copy2(run_dir / output, checkpoint / output)
     kept = {f"{KEPT_PREFIX}{k}": float(v) for k, v in result.final_metrics.items()}
-    if tracker is not None:
-        tracker.log_metrics(run_id, kept, step=metrics["epoch"])
+    if courier is not None:
+        outbox.metrics(kept, step=metrics["epoch"])
+    _write_trial_file(checkpoint, run_id, metrics["epoch"], name, courier)
     ray_adapter.report(
         {**metrics, **kept, **where, ray_adapter.FIT_FINISHED: 1, "best_epoch": result.best_epoch},
         checkpoint_dir=checkpoint,
     )
     shutil.rmtree(staging, ignore_errors=True)
+    if courier is not None:
+        courier.send(wait_s=2 * WAIT_S, force=True)
+
+
+def _outbox(
+    restored: Path | None, name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> Outbox:
+    """The journal of the restored checkpoint, marked running again; else a new one that
+    opens the trial's run."""
+    found = read_outbox(restored) if restored else None
+    if found is not None:
+        found.running()
+        return found
+    outbox = Outbox(ray_adapter.trial_id())
+    outbox.open(name, params, tags)
+    return outbox
 
 
 def _stage(source: Path, target: Path) -> Path:
@@ -189,10 +223,16 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _write_trial_file(checkpoint: Path, run_id: str | None, epoch: int, name: str) -> None:
+def _write_trial_file(
+    checkpoint: Path, run_id: str | None, epoch: int, name: str, courier: Courier | None
+) -> None:
+    """``trial.json`` and, when tracked, the MLflow outbox as it stands."""
     path = checkpoint / TRIAL_FILE
     path.unlink(missing_ok=True)  # it may be a hard link into the trainer's directory
     path.write_text(json.dumps({"mlflow_run_id": run_id, "epoch": int(epoch), "trial_name": name}))
+    if courier is not None:
+        for outbox in courier.outboxes.values():
+            outbox.save(checkpoint)
 
 
 def read_trial_file(checkpoint: Path) -> dict[str, Any]:

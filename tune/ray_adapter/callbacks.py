@@ -11,6 +11,7 @@ from typing import Any
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from tune import outbox
 from tune.ray_adapter.cluster import (
     ClusterError,
     describe_nodes,
@@ -18,7 +19,12 @@ from tune.ray_adapter.cluster import (
     node_request,
     node_resources,
 )
-from tune.ray_adapter.fields import FIT_FINISHED, TRIAL_ERROR, trial_state
+from tune.ray_adapter.fields import (
+    FIT_FINISHED,
+    TRIAL_ERROR,
+    checkpoint_location,
+    trial_state,
+)
 from tune.tracking import Tracker
 
 
@@ -70,31 +76,33 @@ class EpochOptunaSearch(OptunaSearch):
 
 
 class TrialStateCallback(tune.Callback):
-    """Ends each trial's MLflow child run with how the trial ended (driver side)."""
+    """Ends each trial's MLflow child run with how the trial ended (driver side), sending
+    first what the trial's last checkpoint holds unsent (`tune.outbox`); it waits for MLflow
+    a few seconds at most, and what is not sent the search's end sends."""
 
     def __init__(self, tracker: Tracker, parent_run_id: str) -> None:
         self.tracker = tracker
         self.parent_run_id = parent_run_id
 
-    def _run_id(self, trial: Any) -> str | None:
-        last = trial.last_result or {}
-        return last.get("mlflow_run_id") or self.tracker.find_child(
-            self.parent_run_id, trial.trial_id
-        )
+    def _settle(self, trial: Any, state: str, tags: Mapping[str, str]) -> None:
+        if not hasattr(self, "_courier"):  # not pickled: Tune saves callbacks in tuner.pkl
+            self._courier = outbox.Courier(self.tracker, self.parent_run_id)
+        checkpoint = trial.checkpoint
+        where = None if checkpoint is None else checkpoint_location(checkpoint)
+        outbox.settle(self._courier, trial.trial_id, str(trial), where, state, tags)
+        self._courier.send()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracker": self.tracker, "parent_run_id": self.parent_run_id}
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._run_id(trial)
-        if run_id:
-            last = trial.last_result or {"done": True}
-            state = trial_state(last, None)
-            if last.get(TRIAL_ERROR):
-                self.tracker.set_tags(run_id, {TRIAL_ERROR: last[TRIAL_ERROR]})
-            self.tracker.finish(run_id, state if state != "unfinished" else "stopped_early")
+        last = trial.last_result or {"done": True}
+        state = trial_state(last, None)
+        tags = {TRIAL_ERROR: last[TRIAL_ERROR]} if last.get(TRIAL_ERROR) else {}
+        self._settle(trial, state if state != "unfinished" else "stopped_early", tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._run_id(trial)
-        if run_id:
-            self.tracker.finish(run_id, "errored")
+        self._settle(trial, "errored", {})
 
 
 class FeasibilityWatchdog(tune.Callback):

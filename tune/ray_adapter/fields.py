@@ -1,5 +1,6 @@
 """What a trial's reports mean: the bookkeeping fields, the marker of a trial trained to the
-end, the one-line reason of a trial that failed for good, and the state they add up to."""
+end, the one-line reason of a trial that failed for good, the state they add up to, and
+where its checkpoint is."""
 
 from __future__ import annotations
 
@@ -33,3 +34,14 @@ def trial_state(last: Mapping[str, Any], error: Any) -> str:
     if last.get("done"):
         return "stopped_early"
     return "unfinished"
+
+
+def is_local(checkpoint: Any) -> bool:
+    return checkpoint.filesystem.type_name == "local"
+
+
+def checkpoint_location(checkpoint: Any) -> str:
+    """A checkpoint's path, or its URI when it lives on remote storage (s3://...)."""
+    if is_local(checkpoint):
+        return checkpoint.path
+    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"

@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tune.ray_adapter.callbacks import EpochOptunaSearch, FeasibilityWatchdog, TrialStateCallback
-from tune.ray_adapter.fields import TRIAL_ERROR, trial_state
+from tune.ray_adapter.fields import TRIAL_ERROR, checkpoint_location, is_local, trial_state
 from tune.spec import WRAPPER, TrialSpec, spec_of
 from tune.tracking import Tracker
 
@@ -215,9 +215,7 @@ def _record(result: Any) -> TrialRecord:
     history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     spec = spec_of(config)
     name = spec.name or str(last.get("trial_name") or Path(result.path).name)
-    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
-    if result.checkpoint is not None and not _is_local(result.checkpoint):
-        checkpoint = f"{result.checkpoint.filesystem.type_name}://{result.checkpoint.path}"
+    checkpoint = None if result.checkpoint is None else checkpoint_location(result.checkpoint)
     error = last.get(TRIAL_ERROR) or (None if result.error is None else _first_line(result.error))
     return TrialRecord(
         trial_id=str(last.get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1]),
@@ -232,10 +230,6 @@ def _record(result: Any) -> TrialRecord:
     )
 
 
-def _is_local(checkpoint: Any) -> bool:
-    return checkpoint.filesystem.type_name == "local"
-
-
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     lines = [line for line in text.splitlines() if line.strip()]
@@ -246,6 +240,6 @@ def _first_line(error: BaseException) -> str:
 def fetch_checkpoint(uri_or_path: str, dest: Path) -> Path:
     """A local copy of a trial checkpoint (a path, or a URI on s3:// and friends)."""
     checkpoint = tune.Checkpoint(uri_or_path)
-    if _is_local(checkpoint):
+    if is_local(checkpoint):
         return Path(checkpoint.path)
     return Path(checkpoint.to_directory(str(dest)))
