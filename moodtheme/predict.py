@@ -35,6 +35,7 @@ def predict_run(
     """Predict ``subset`` with a run's kept weights and write the submission files."""
     run = RunDir(run_dir)
     config = run.read_config()
+    run.require_kept_weights(per_class=config.early_stopping.mode == "per_class")
     if data is not None:
         config = with_overrides(config, {"data.root": data})
     out = out or run.path / f"submission-{subset}"

@@ -82,12 +82,32 @@ class RunDir:
         self.config.write_text(config.to_json())
 
     def read_config(self) -> Config:
-        if not self.config.is_file():
+        if not self.config.exists():
             raise TrainingError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
+        fix = f"restore it from a copy, or start a new run with another --out than {self.path}"
         try:
-            return config_from_dict(json.loads(self.config.read_text()))
+            tree = json.loads(self.config.read_text())
+        except (OSError, UnicodeDecodeError) as err:
+            raise TrainingError(f"cannot read {self.config} ({err}); {fix}") from None
         except ValueError as err:
-            raise TrainingError(f"{self.config}: not a valid run config ({err})") from None
+            raise TrainingError(f"{self.config}: not valid JSON ({err}); {fix}") from None
+        if not isinstance(tree, dict):
+            raise TrainingError(
+                f"{self.config}: holds a JSON {type(tree).__name__}, not a run config; {fix}"
+            )
+        try:
+            return config_from_dict(tree)
+        except ValueError as err:
+            raise TrainingError(f"{self.config}: not a valid run config ({err}); {fix}") from None
+
+    def require_kept_weights(self, per_class: bool) -> None:
+        """Refuse a run that has kept no weights yet: it has not finished an epoch."""
+        needed = self.checkpoint if per_class else self.best
+        if not needed.is_file():
+            raise TrainingError(
+                f"{self.path} has no {needed.relative_to(self.path)}: the run kept no weights "
+                "yet; train it (or continue it with --resume) until an epoch ends"
+            )
 
     def save_epoch_weights(self, model: torch.nn.Module, epoch: int, keep: Iterable[int]) -> None:
         """Save this epoch's weights and delete those of epochs not in ``keep``."""
@@ -101,9 +121,23 @@ class RunDir:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``path`` whole or not at all: a failed write (a full disk) leaves the previous
+    file as it was and raises a one-line TrainingError."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        # Through a Python file, so a failed write raises OSError with its errno; torch's
+        # own writer would report an opaque RuntimeError.
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise TrainingError(
+            f"cannot write {path} ({err.strerror or err}); the previous {path.name} is "
+            "untouched: free disk space, then continue the run with --resume"
+        ) from None
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -111,7 +145,36 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if not path.is_file():
+        raise TrainingError(f"no weights at {path}; train the run until an epoch ends")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise TrainingError(f"cannot read weights {path}: {_first_line(err)}") from None
+    load_model_state(model, state, path)
+
+
+def load_model_state(model: torch.nn.Module, state: Mapping[str, Any], source: Path | str) -> None:
+    """``model.load_state_dict(state)``, refused in one line when the weights saved in
+    ``source`` do not fit the model (another architecture, or another moodtheme version)."""
+    mine = model.state_dict()
+    missing = [k for k in mine if k not in state]
+    extra = [k for k in state if k not in mine]
+    resized = [k for k in mine if k in state and getattr(state[k], "shape", None) != mine[k].shape]
+    if missing or extra or resized:
+        parts = (("missing", missing), ("unexpected", extra), ("of another shape", resized))
+        found = "; ".join(f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in parts if keys)
+        raise TrainingError(
+            f"{source}: the saved weights do not fit the model of this run's config ({found}); "
+            "it was written by another model or moodtheme version: start the run again"
+        )
+    model.load_state_dict(state)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an error from torch, whose messages run to paragraphs."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line.split(". ")[0][:200]
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -131,17 +194,41 @@ def save_checkpoint(path: Path, *, config: Config, model: torch.nn.Module, **par
     )
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint` (a file, or the folder holding it)."""
+# What every checkpoint holds, whoever wrote it; callers name the parts they add.
+CHECKPOINT_PARTS = ("model", "config", "rng")
+RNG_PARTS = ("python", "numpy", "torch")
+
+
+def load_checkpoint(path: Path, parts: Iterable[str] = ()) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (a file, or the folder holding it),
+    refused in one line when it is damaged or lacks one of :data:`CHECKPOINT_PARTS` or
+    ``parts`` (names, or ``part.key`` for a key inside a part)."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise TrainingError(f"no checkpoint at {path}")
+    fix = "start the run again without --resume"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        raise TrainingError(f"cannot read checkpoint {path}: {err}") from None
+        raise TrainingError(f"cannot read checkpoint {path} ({_first_line(err)}); {fix}") from None
+    wanted = [*CHECKPOINT_PARTS, *(f"rng.{k}" for k in RNG_PARTS), *parts]
+    for name in wanted:
+        holder, key = (saved, name) if "." not in name else _parent(saved, name)
+        if not isinstance(holder, dict) or key not in holder:
+            raise TrainingError(
+                f"checkpoint {path} has no '{name}': it is damaged or was written by another "
+                f"version of moodtheme; {fix}"
+            )
+    return saved
+
+
+def _parent(saved: Any, dotted: str) -> tuple[Any, str]:
+    *path, key = dotted.split(".")
+    for part in path:
+        saved = saved.get(part) if isinstance(saved, dict) else None
+    return saved, key
 
 
 def restore_rng(saved: Mapping[str, Any]) -> None:

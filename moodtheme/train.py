@@ -45,8 +45,10 @@ from moodtheme.metrics import monitored_metric
 from moodtheme.models import build_model, combined_loss, init_output_bias
 from moodtheme.progress import RunLog
 from moodtheme.rundir import (
+    CHECKPOINT_FILE,
     RunDir,
     load_checkpoint,
+    load_model_state,
     load_weights,
     restore_rng,
     save_checkpoint,
@@ -253,7 +255,7 @@ def _state(optimizer, plateau, history, best, per_tag) -> dict[str, Any]:  # noq
 
 def _load_state(saved, model, optimizer, plateau, best, per_tag) -> None:  # noqa: ANN001
     """The inverse of :func:`_state`, with the weights and this process's RNGs."""
-    model.load_state_dict(saved["model"])
+    load_model_state(model, saved["model"], CHECKPOINT_FILE)
     optimizer.load_state_dict(saved["optimizer"])
     if plateau is not None and saved.get("scheduler"):
         plateau.load_state_dict(saved["scheduler"])
@@ -291,16 +293,10 @@ def start_epoch(seed: int, epoch: int, data: TrainingData) -> torch.Generator:
 def _restore_into(run: RunDir, source: Path) -> dict:
     """Read the checkpoint at ``source``; Ray restores a trial's checkpoint into a fresh
     folder, so its best and per-epoch weights are brought into this run's folder first."""
-    saved = load_checkpoint(source)
+    saved = load_checkpoint(source, parts=("trainer.history", "best", "optimizer"))
     folder = source if source.is_dir() else source.parent
     if folder.resolve() != run.checkpoints.resolve():
         shutil.copytree(folder, run.checkpoints, dirs_exist_ok=True)
-    for part in ("trainer", "best", "optimizer"):
-        if part not in saved:
-            raise TrainingError(
-                f"checkpoint {source} has no '{part}': it was written by another version of "
-                "moodtheme; start the run again without resuming"
-            )
     return saved
 
 

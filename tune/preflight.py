@@ -56,7 +56,9 @@ def check_storage(storage: str) -> str:
 
 def check_data(config: Config, sample: int = DATA_SAMPLE) -> Path:
     """The melspec root every trial will read (the cached synthetic set when data.root is
-    unset: generated here, once, rather than by racing trials), checked on a sample."""
+    unset: generated here, once, rather than by racing trials), checked before any trial
+    starts: every file's header (missing, unreadable, truncated, wrong shape or dtype; a few
+    hundred bytes a file, with a progress line), and the full content of ``sample`` files."""
     from moodtheme.data.check import check_dataset
     from moodtheme.data.loaders import resolve_data_root
     from moodtheme.errors import TrainingError
@@ -66,17 +68,33 @@ def check_data(config: Config, sample: int = DATA_SAMPLE) -> Path:
     except (TrainingError, ValueError, OSError) as err:  # synthetic data errors are ValueErrors
         raise PreflightError(f"data: {err}") from None
     splits_dir = Path(config.data.splits_dir) if config.data.splits_dir else None
+    n_mels = config.data.n_mels
     try:
-        problems = check_dataset(root, config.data.split, splits_dir=splits_dir, sample=sample)
+        headers = check_dataset(
+            root,
+            config.data.split,
+            splits_dir=splits_dir,
+            n_mels=n_mels,
+            content=False,
+            progress=True,
+        )
+        _refuse(root, headers, "files are bad")
+        sampled = check_dataset(
+            root, config.data.split, splits_dir=splits_dir, n_mels=n_mels, sample=sample
+        )
+        _refuse(root, sampled, f"of {sample} sampled files are bad")
     except (OSError, ValueError, RuntimeError) as err:
         raise PreflightError(f"data at {root}: {err}") from None
+    return root
+
+
+def _refuse(root: Path, problems: Sequence[object], what: str) -> None:
     if problems:
         shown = "; ".join(str(p) for p in problems[:3])
         raise PreflightError(
-            f"data at {root}: {len(problems)} of {sample} sampled files are bad ({shown}); "
+            f"data at {root}: {len(problems)} {what} ({shown}); "
             f"run 'python -m moodtheme.data check --data {root}' for the full list"
         )
-    return root
 
 
 def check_resources(

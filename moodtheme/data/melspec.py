@@ -8,6 +8,7 @@ read-around still fetches most of the file; docs/benchmarks.md has the figures.)
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ class MelspecError(RuntimeError):
     """
 
     def __init__(self, message: str, path: Path | None = None, problem: str | None = None) -> None:
+        message = _unwrap_worker_message(message, type(self).__name__)
         super().__init__(message)
         self.path = Path(path) if path is not None else None
         self.problem = problem
@@ -53,6 +55,21 @@ class MelspecError(RuntimeError):
         return error
 
 
+def _unwrap_worker_message(message: str, name: str) -> str:
+    """The original one-line message inside the text a DataLoader worker sends back.
+
+    torch re-raises a worker's exception in the main process as ``type(text)``, where the text
+    is "Caught NAME in DataLoader worker process N." and the worker's whole traceback. Its last
+    line is ``module.NAME: message``; keeping that message makes a bad file read by a worker
+    report exactly as one read with num_workers=0.
+    """
+    if not message.startswith(f"Caught {name} ") or "\nOriginal Traceback" not in message:
+        return message
+    last = message.rstrip().rsplit("\n", 1)[-1]
+    _, found, original = last.partition(f"{name}: ")
+    return original if found else message
+
+
 def open_melspec(path: Path, n_mels: int = 96) -> np.ndarray:
     """A read-only memory map of ``path``, checked to be a 2-D float array with n_mels rows."""
     path = Path(path)
@@ -68,15 +85,52 @@ def open_melspec(path: Path, n_mels: int = 96) -> np.ndarray:
         raise MelspecError.bad_file(path, UNREADABLE, f"not a readable .npy file ({err})") from None
     if not isinstance(mel, np.ndarray):
         raise MelspecError.bad_file(path, UNREADABLE, "holds an .npz archive, not a single array")
-    if mel.dtype.kind != "f":
-        raise MelspecError.bad_file(path, UNREADABLE, f"dtype {mel.dtype} is not floating point")
-    if mel.ndim != 2 or mel.shape[0] != n_mels:
-        raise MelspecError.bad_file(
-            path, WRONG_SHAPE, f"shape {mel.shape}, expected ({n_mels}, frames)"
-        )
-    if mel.shape[1] < 1:
-        raise MelspecError.bad_file(path, TOO_SHORT, "has no frames")
+    _check_layout(path, mel.dtype, mel.shape, n_mels)
     return mel
+
+
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def melspec_shape(path: Path, n_mels: int = 96) -> tuple[int, int]:
+    """The ``(n_mels, frames)`` of ``path`` from its .npy header alone, validated as
+    :func:`open_melspec` validates the array, and refused when the file is shorter than
+    the header promises. Reads a few hundred bytes, so a whole dataset takes seconds."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _HEADER_READERS:  # v3 (utf-8 field names): let numpy parse it
+                return open_melspec(path, n_mels).shape
+            shape, _, dtype = _HEADER_READERS[version](f)
+            _check_layout(path, dtype, shape, n_mels)
+            expected = f.tell() + int(np.prod(shape)) * dtype.itemsize
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise MelspecError.bad_file(path, MISSING, "file not found") from None
+    except IsADirectoryError:
+        raise MelspecError.bad_file(path, UNREADABLE, "is a directory, not a .npy file") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise MelspecError.bad_file(path, UNREADABLE, f"not a readable .npy file ({err})") from None
+    if size < expected:
+        raise MelspecError.bad_file(
+            path, UNREADABLE, f"truncated: {size} bytes, its header promises {expected}"
+        )
+    return shape
+
+
+def _check_layout(path: Path, dtype: np.dtype, shape: tuple[int, ...], n_mels: int) -> None:
+    if dtype.kind != "f":
+        raise MelspecError.bad_file(path, UNREADABLE, f"dtype {dtype} is not floating point")
+    if len(shape) != 2 or shape[0] != n_mels:
+        raise MelspecError.bad_file(
+            path, WRONG_SHAPE, f"shape {shape}, expected ({n_mels}, frames)"
+        )
+    if shape[1] < 1:
+        raise MelspecError.bad_file(path, TOO_SHORT, "has no frames")
 
 
 class MelspecDataset(Dataset):
