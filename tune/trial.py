@@ -111,7 +111,6 @@ def _usable(checkpoint: Path) -> bool:
 def _train_trial(config: dict[str, Any], context: TrialContext) -> None:
     from moodtheme.config import build_config
     from moodtheme.device import cap_gpu_memory
-    from moodtheme.rundir import RUN_OUTPUTS, RunDir
     from moodtheme.train import fit
 
     ray_adapter.quiet_trial_logs()
@@ -169,18 +168,7 @@ def _train_trial(config: dict[str, Any], context: TrialContext) -> None:
 
     # The final report: the last epoch (held back above, or repeated after an early stop by
     # the trainer's own patience), the final scores, and a checkpoint with the outputs.
-    if not last:  # resumed after the last epoch: nothing trained, report what fit returned
-        history = result.history[-1] if result.history else {}
-        metrics = {k: float(v) for k, v in history.items()}
-        metrics["epoch"] = int(metrics.get("epoch", cfg.optim.epochs))
-        checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
-    else:
-        metrics, checkpoint = last["metrics"], last["checkpoint"]
-        if not checkpoint.exists():
-            checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
-    for output in RUN_OUTPUTS:
-        if (run_dir / output).exists():
-            shutil.copy2(run_dir / output, checkpoint / output)
+    metrics, checkpoint = _final_checkpoint(last, result, run_dir, staging, cfg.optim.epochs)
     kept = {f"{KEPT_PREFIX}{k}": float(v) for k, v in result.final_metrics.items()}
     if courier is not None:
         outbox.metrics(kept, step=metrics["epoch"])
@@ -192,6 +180,27 @@ def _train_trial(config: dict[str, Any], context: TrialContext) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     if courier is not None:
         courier.send(wait_s=2 * WAIT_S, force=True)
+
+
+def _final_checkpoint(
+    last: Mapping[str, Any], result: Any, run_dir: Path, staging: Path, epochs: int
+) -> tuple[dict[str, Any], Path]:
+    """The last epoch's metrics and a staged checkpoint that also holds the run's outputs."""
+    from moodtheme.rundir import RUN_OUTPUTS, RunDir
+
+    if not last:  # resumed after the last epoch: nothing trained, report what fit returned
+        history = result.history[-1] if result.history else {}
+        metrics = {k: float(v) for k, v in history.items()}
+        metrics["epoch"] = int(metrics.get("epoch", epochs))
+        checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
+    else:
+        metrics, checkpoint = dict(last["metrics"]), last["checkpoint"]
+        if not checkpoint.exists():
+            checkpoint = _stage(RunDir(run_dir).checkpoints, staging / "final")
+    for output in RUN_OUTPUTS:
+        if (run_dir / output).exists():
+            shutil.copy2(run_dir / output, checkpoint / output)
+    return metrics, checkpoint
 
 
 def _outbox(
