@@ -8,6 +8,7 @@ read-around still fetches most of the file; docs/benchmarks.md has the figures.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -70,19 +71,26 @@ def _unwrap_worker_message(message: str, name: str) -> str:
     return original if found else message
 
 
-def open_melspec(path: Path, n_mels: int = 96) -> np.ndarray:
-    """A read-only memory map of ``path``, checked to be a 2-D float array with n_mels rows."""
-    path = Path(path)
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """What can go wrong opening ``path`` as a .npy file, as one-line MelspecErrors."""
     try:
-        mel = np.load(path, mmap_mode="r", allow_pickle=False)
+        yield
     except FileNotFoundError:
         raise MelspecError.bad_file(path, MISSING, "file not found") from None
     except IsADirectoryError:
         raise MelspecError.bad_file(path, UNREADABLE, "is a directory, not a .npy file") from None
     except (OSError, ValueError, EOFError) as err:
-        # numpy refuses a bad header or a file shorter than its header promises here,
-        # before anything is mapped, so a truncated file cannot fault later.
         raise MelspecError.bad_file(path, UNREADABLE, f"not a readable .npy file ({err})") from None
+
+
+def open_melspec(path: Path, n_mels: int = 96) -> np.ndarray:
+    """A read-only memory map of ``path``, checked to be a 2-D float array with n_mels rows."""
+    path = Path(path)
+    # numpy refuses a bad header or a file shorter than its header promises here, before
+    # anything is mapped, so a truncated file cannot fault later.
+    with _read_errors(path):
+        mel = np.load(path, mmap_mode="r", allow_pickle=False)
     if not isinstance(mel, np.ndarray):
         raise MelspecError.bad_file(path, UNREADABLE, "holds an .npz archive, not a single array")
     _check_layout(path, mel.dtype, mel.shape, n_mels)
@@ -100,21 +108,14 @@ def melspec_shape(path: Path, n_mels: int = 96) -> tuple[int, int]:
     :func:`open_melspec` validates the array, and refused when the file is shorter than
     the header promises. Reads a few hundred bytes, so a whole dataset takes seconds."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in _HEADER_READERS:  # v3 (utf-8 field names): let numpy parse it
-                return open_melspec(path, n_mels).shape
-            shape, _, dtype = _HEADER_READERS[version](f)
-            _check_layout(path, dtype, shape, n_mels)
-            expected = f.tell() + int(np.prod(shape)) * dtype.itemsize
-            size = os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        raise MelspecError.bad_file(path, MISSING, "file not found") from None
-    except IsADirectoryError:
-        raise MelspecError.bad_file(path, UNREADABLE, "is a directory, not a .npy file") from None
-    except (OSError, ValueError, EOFError) as err:
-        raise MelspecError.bad_file(path, UNREADABLE, f"not a readable .npy file ({err})") from None
+    with _read_errors(path), open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in _HEADER_READERS:  # v3 (utf-8 field names): let numpy parse it
+            return open_melspec(path, n_mels).shape
+        shape, _, dtype = _HEADER_READERS[version](f)
+        _check_layout(path, dtype, shape, n_mels)
+        expected = f.tell() + int(np.prod(shape)) * dtype.itemsize
+        size = os.fstat(f.fileno()).st_size
     if size < expected:
         raise MelspecError.bad_file(
             path, UNREADABLE, f"truncated: {size} bytes, its header promises {expected}"
