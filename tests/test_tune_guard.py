@@ -167,3 +167,19 @@ def test_sigterm_then_the_printed_resume_command_completes_the_data_search(small
     manifest = json.loads((exp / "search.json").read_text())
     assert manifest["definition"]["data"] == str(small_synth.resolve())
     assert manifest["fixed"]["data.root"] == str(small_synth.resolve())
+
+
+@pytest.mark.parametrize("text", ["{trunc", "[]", None])
+def test_a_damaged_manifest_refuses_the_resume_in_one_line(text, tmp_path, monkeypatch, capsys):
+    from tune import cli
+
+    exp = tmp_path / "damaged"
+    exp.mkdir()
+    if text is not None:
+        (exp / "search.json").write_text(text)
+    # Tune's own state is there; only the manifest that says what the search was is not.
+    monkeypatch.setattr(cli, "experiment_exists", lambda where: True)
+    code = cli.main(["--resume", "--name", "damaged", "--storage", str(tmp_path), "--no-mlflow"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(exp / "search.json") in err and "--name" in err
