@@ -1,5 +1,6 @@
-"""A transient failure is retried from the newest checkpoint that is still readable: when the
-crash also damaged the latest one, the retry falls back to the older checkpoint Tune kept."""
+"""Retries. A transient failure is retried from the newest checkpoint that is still
+readable: when the crash also damaged the latest one, the retry falls back to the older
+checkpoint Tune kept. A trial that ended errored runs again only when a resume asks for it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ray import tune
 
 from tune import ray_adapter
 from tune.ray_adapter import worker
+from tune.spec import TrialSpec
 
 
 def _readable(folder: Path) -> bool:
@@ -65,3 +67,31 @@ def test_a_retry_passes_over_a_damaged_latest_checkpoint(ray_session, tmp_path):
     result = tuner.fit()[0]
     assert result.error is None
     assert result.metrics["restored_epoch"] == 1  # not 2: that one was damaged
+
+
+def fails_until_marked(config: dict, context: str) -> None:
+    if not Path(context).exists():
+        raise RuntimeError("the data server was down (simulated)")
+    worker.report({"epoch": 1, "score": 1.0, ray_adapter.FIT_FINISHED: 1})
+
+
+def test_errored_trials_run_again_only_when_the_resume_asks(ray_session, tmp_path):
+    marker = tmp_path / "server-is-back"
+    job = ray_adapter.TuneJob(
+        name="errored",
+        storage=str(tmp_path),
+        trainable=fails_until_marked,
+        context=str(marker),
+        resources={"cpu": 1, "gpu": 0},
+        metric="score",
+        mode="max",
+        max_concurrent_trials=1,
+        grid=[TrialSpec("only", {}, {})],
+        max_failures=0,
+        verbose=0,
+    )
+    states = lambda records: [r.state for r in records]  # noqa: E731
+    assert states(ray_adapter.run_job(job)[0]) == ["errored"]
+    marker.touch()
+    assert states(ray_adapter.run_job(job, resume=True)[0]) == ["errored"]
+    assert states(ray_adapter.run_job(job, resume=True, retry_errored=True)[0]) == ["completed"]
