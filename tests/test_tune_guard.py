@@ -34,6 +34,7 @@ def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProc
     [
         (["--max-failures", "-1"], "--max-failures -1: give 0 or more"),
         (["--keep-checkpoints", "0"], "--keep-checkpoints 0: give 1 or more"),
+        (["--top-k", "0"], "--top-k 0: give 1 or more"),
         (["--address", "garbage"], "--address garbage: expected host:port"),
         (["--address", "ray://10.0.0.1:10001"], "not a URL"),
         (["--address", "127.0.0.1:1"], "no Ray head answers there"),
