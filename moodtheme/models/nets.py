@@ -162,7 +162,7 @@ def init_output_bias(model: nn.Module, labels: np.ndarray) -> None:
 def build_model(cfg: ModelConfig, input_frames: int, n_mels: int = 96) -> nn.Module:
     """The model that ``cfg`` describes, its backbone initialised as ``cfg.pretrained`` says.
 
-    The model's ``heads`` attribute names the keys of its output dict. ``n_mels`` sizes the
+    Its output dict's keys are ``cfg.head_names()``. ``n_mels`` sizes the
     check that a segment's feature map fits the embedding convolution.
     Raises :class:`ConfigError` or :class:`PretrainedWeightsError`.
     """
