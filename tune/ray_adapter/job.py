@@ -214,11 +214,15 @@ def _record(result: Any) -> TrialRecord:
     config = dict(result.config or {})
     history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     spec = spec_of(config)
-    name = spec.name or str(last.get("trial_name") or Path(result.path).name)
+    # A trial that never started has no config in Tune's results: its folder, named by
+    # _trial_name as NAME_TRIALID (Tune's id is RUN_INDEX), still says which it was.
+    folder_name, _, folder_id = Path(result.path).name.rpartition("_")
+    folder_name, _, run_id = folder_name.rpartition("_")
+    name = spec.name or str(last.get("trial_name") or folder_name)
     checkpoint = None if result.checkpoint is None else checkpoint_location(result.checkpoint)
     error = last.get(TRIAL_ERROR) or (None if result.error is None else _first_line(result.error))
     return TrialRecord(
-        trial_id=str(last.get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1]),
+        trial_id=str(last.get("trial_id") or f"{run_id}_{folder_id}"),
         name=name,
         state=trial_state(last, result.error),
         spec=spec,
