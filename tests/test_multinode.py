@@ -114,7 +114,7 @@ class Disrupted:
     lost_node: str
     rejoined_node: str
     lost_trial: str
-    lost_epoch: int
+    seen_epoch: int  # its last epoch seen before the kill; another may finish before it lands
     rows: dict[str, list[dict]]
 
 
@@ -136,7 +136,7 @@ def run_disrupted(
                     return name, int(last["epoch"])
         return None
 
-    lost_trial, lost_epoch = wait_for(
+    lost_trial, seen_epoch = wait_for(
         trial_on_worker, driver, log, "checkpoint of a trial on the worker node", 300
     )
     # While the search runs on both nodes: nothing listens beyond 127.0.0.1.
@@ -159,7 +159,7 @@ def run_disrupted(
     assert finish(again, again_log, 420) == 0, tail(again_log)
     rows = trial_rows(experiment)
     return Disrupted(
-        experiment, c.head.node_id, lost_node, c.worker.node_id, lost_trial, lost_epoch, rows
+        experiment, c.head.node_id, lost_node, c.worker.node_id, lost_trial, seen_epoch, rows
     )
 
 
@@ -176,9 +176,10 @@ def check_trials(run: Disrupted, count: int) -> None:
     lost = run.rows[run.lost_trial]
     before = [r for r in lost if r["node_id"] == run.lost_node]
     after = lost[len(before) :]
-    assert len(before) == run.lost_epoch and all(r["restored_from_epoch"] == 0 for r in before)
+    assert len(before) >= run.seen_epoch and all(r["restored_from_epoch"] == 0 for r in before)
     assert after and all(r["node_id"] != run.lost_node for r in after)
-    assert after[0]["restored_from_epoch"] == run.lost_epoch
+    # continued from the last epoch it reported on the lost node, none trained twice
+    assert after[0]["restored_from_epoch"] == len(before)
 
 
 def check_mlflow(c: LoopbackCluster, experiment: str, trial_ids: set[str]) -> None:
