@@ -19,3 +19,14 @@ def small_synth() -> Path:
     from moodtheme.data.synth import cached_dataset
 
     return cached_dataset(tracks=600)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local 2-CPU Ray for one test module, shut down after it unless it was already up."""
+    from tune import ray_adapter
+
+    started = ray_adapter.connect(None, num_cpus=2, num_gpus=0)
+    yield
+    if started:
+        ray_adapter.disconnect()

@@ -43,7 +43,7 @@ def trainable(config: dict) -> None:
 
 
 @pytest.fixture()
-def ray_session():
+def one_cpu_ray():
     # Ray's workers cannot import a test module: send this one's functions by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     started = ray_adapter.connect(None, num_cpus=1, num_gpus=0)
@@ -52,7 +52,7 @@ def ray_session():
         ray_adapter.disconnect()
 
 
-def test_a_retry_passes_over_a_damaged_latest_checkpoint(ray_session, tmp_path):
+def test_a_retry_passes_over_a_damaged_latest_checkpoint(one_cpu_ray, tmp_path):
     tuner = tune.Tuner(
         trainable,
         param_space={"storage": str(tmp_path)},
@@ -75,7 +75,7 @@ def fails_until_marked(config: dict, context: str) -> None:
     worker.report({"epoch": 1, "score": 1.0, ray_adapter.FIT_FINISHED: 1})
 
 
-def test_errored_trials_run_again_only_when_the_resume_asks(ray_session, tmp_path):
+def test_errored_trials_run_again_only_when_the_resume_asks(one_cpu_ray, tmp_path):
     marker = tmp_path / "server-is-back"
     job = ray_adapter.TuneJob(
         name="errored",

@@ -14,7 +14,6 @@ import pytest
 from mlflow_server import AuthGate, MlflowServer, rest
 from ray import tune as ray_tune
 
-from tune import ray_adapter
 from tune.search import RunOptions, TrialSpec, run_trials
 from tune.space import Resources, load_space
 from tune.tracking import TrackingError
@@ -47,14 +46,6 @@ class Outage(ray_tune.Callback):
         if OUTAGE["ended"] == 2 and OUTAGE.get("down"):
             OUTAGE["server"].start().wait_ready()
             OUTAGE["down"] = False
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    started = ray_adapter.connect(None, num_cpus=2, num_gpus=0)
-    yield
-    if started:
-        ray_adapter.disconnect()
 
 
 @pytest.fixture(scope="module")

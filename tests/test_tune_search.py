@@ -36,14 +36,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    started = ray_adapter.connect(None, num_cpus=2, num_gpus=0)
-    yield
-    if started:
-        ray_adapter.disconnect()
-
-
 class _Server:
     """An MLflow tracking server process; ``url`` waits until it answers /health."""
 
