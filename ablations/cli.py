@@ -9,7 +9,14 @@ from pathlib import Path
 
 from ablations.effects import OK
 from ablations.families import DEFAULT_MIN_EFFECT
-from ablations.run import RESULTS_DIR, RunError, SuiteOutcome, SuiteSettings, run_suite
+from ablations.run import (
+    RESULTS_DIR,
+    RunError,
+    SuiteOutcome,
+    SuiteSettings,
+    run_name,
+    run_suite,
+)
 from ablations.seeding import AUTO
 from ablations.suite import BUDGETS, SuiteError, describe, select
 from moodtheme.config import parse_overrides
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(describe(budget))
         return 0
+    name = None  # the suite's, once it has one
     try:
         if not args.names and not args.resume:
             raise SuiteError("name at least one ablation, or 'all' (see --list)")
@@ -142,10 +150,19 @@ def main(argv: list[str] | None = None) -> int:
             tracking=not args.no_mlflow,
             max_failures=args.max_failures,
         )
+        # Named before anything starts, so that even a second Ctrl-C can print its resume.
+        options.name = name = run_name(settings, options, results_dir)
         outcome = run_suite(settings, options, results_dir)
     except (SuiteError, RunError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune stopped without its own summary
+        if name is None:
+            print("\nsuite interrupted before it started", file=sys.stderr)
+        else:
+            command = resume_command(args, name)
+            print(f"\nsuite interrupted; continue it with: {command}", file=sys.stderr)
+        return 130
     _print_outcome(outcome, args)
     return 130 if outcome.interrupted else 0
 
@@ -174,9 +191,14 @@ def _print_outcome(outcome: SuiteOutcome, args: argparse.Namespace) -> None:
         for line in Tracker(outcome.mlflow_uri, outcome.run_dir.name).browse_hint():
             print(line)
     if outcome.interrupted:
-        print(
-            f"suite interrupted; continue it with: python -m ablations.run --resume --name "
-            f"{outcome.run_dir.name}"
-            + (f" --results-dir {args.results_dir}" if args.results_dir != str(RESULTS_DIR) else "")
-            + (f" --address {args.address}" if args.address else "")
-        )
+        print(f"suite interrupted; continue it with: {resume_command(args, outcome.run_dir.name)}")
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    """The command that continues the suite ``name``."""
+    command = f"python -m ablations.run --resume --name {name}"
+    if args.results_dir != str(RESULTS_DIR):
+        command += f" --results-dir {args.results_dir}"
+    if args.address:
+        command += f" --address {args.address}"
+    return command

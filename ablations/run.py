@@ -120,15 +120,21 @@ def latest_run(results_dir: Path) -> str:
     return runs[-1].parent.name
 
 
+def run_name(settings: SuiteSettings, options: RunOptions, results_dir: Path) -> str:
+    """The suite run's name: ``options.name``, else on resume the latest run under
+    ``results_dir``, else the budget and the time."""
+    if options.name:
+        return options.name
+    return latest_run(results_dir) if options.resume else default_run_name(settings)
+
+
 def _open_run(
     settings: SuiteSettings, options: RunOptions, results_dir: Path, log: Any
 ) -> tuple[SuiteSettings, RunOptions, Path]:
     """The run's folder and its settings: new ones, or on resume those saved in plan.json
     (the suite as it was started, on the same storage and tracking store)."""
     options = replace(options)
-    if options.resume and not options.name:
-        options.name = latest_run(results_dir)
-    options.name = options.name or default_run_name(settings)
+    options.name = run_name(settings, options, results_dir)
     run_dir = results_dir / options.name
     plan_file = run_dir / PLAN_FILE
     if options.resume:

@@ -98,6 +98,7 @@ def check_cluster_arguments(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    space = None
     try:
         check_cluster_arguments(args)
         for option, value, least in (("--keep-checkpoints", args.keep_checkpoints, 1),
@@ -115,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stopped without its own summary
-        print(f"\nsearch interrupted; continue it with: {resume_command(args)}", file=sys.stderr)
+        name = space.name if space is not None else None
+        print(
+            f"\nsearch interrupted; continue it with: {resume_command(args, name)}", file=sys.stderr
+        )
         return 130
     _print_outcome(outcome, args)
     return 130 if outcome.interrupted else 0
